@@ -1,0 +1,3 @@
+from tracenet.cli import main
+
+raise SystemExit(main())

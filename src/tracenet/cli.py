@@ -1,0 +1,73 @@
+"""`tracenet` command line: thin fronts over the library and the pipeline stages.
+
+Each subcommand registers itself in SUBCOMMANDS with a function that adds its arguments and
+a function that runs it; heavy imports happen inside the run functions so `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tracenet import __version__
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one clear line, without a traceback."""
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help="rerun every stage (dvc repro --force)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from tracenet.demo import run_demo
+
+    return run_demo(force=args.force)
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "demo": Subcommand(
+        help="run the main job (the DVC pipeline) on the embedded synthetic default",
+        add_arguments=_demo_arguments,
+        run=_run_demo,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracenet",
+        description="TraceNet: one tap, one instance mask; computes only the tap's receptive field.",
+    )
+    parser.add_argument("--version", action="version", version=f"tracenet {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, command in SUBCOMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.help))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return SUBCOMMANDS[args.command].run(args)
+    except UserError as err:
+        print(f"tracenet {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
