@@ -22,12 +22,12 @@ demo: $(STAMP)
 	$(BIN)/python -m tracenet demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests pipelines
-	$(BIN)/ruff format --check src tests pipelines
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests pipelines
-	$(BIN)/ruff check --fix src tests pipelines
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 ## Lint, then the whole test suite (slow tests included).
 test: lint
