@@ -20,6 +20,7 @@ from tracenet.models import checkpoint, decode
 from tracenet.models.config import ModelConfig
 from tracenet.models.dense import DenseNet
 from tracenet.models.dynamic_head import MACS_PER_PIXEL
+from tracenet.models.losses import compute_losses
 from tracenet.models.preprocess import (
     Geometry,
     check_box,
@@ -78,6 +79,10 @@ class TraceNet(nn.Module):
         h, w = images.shape[-2:]
         x = normalize(images, self.cfg)
         return self.dense(F.pad(x, (0, -w % d, 0, -h % d)))
+
+    def compute_loss(self, images: Tensor, targets: list[dict], generator=None) -> dict[str, Tensor]:
+        """Training losses (``loss`` is their sum); targets per image: masks, boxes (xyxy px), labels."""
+        return compute_losses(self(images), targets, self.cfg, generator)
 
     def prepare(self, image) -> Prepared:
         """Check, resize (short side ``min_size``, long side <= ``max_size``), normalize and pad."""
