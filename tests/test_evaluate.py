@@ -1,0 +1,110 @@
+"""The fast evaluator equals the naive definition: decode the tap at every mask pixel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tracenet import TraceNet
+from tracenet.metrics import mask_iou, tap_area
+from tracenet.metrics.evaluator import ImageEvaluator, InstanceTaps
+
+
+def small_model() -> TraceNet:
+    """Tiny input size and random BatchNorm statistics, so levels and masks vary across taps."""
+    torch.manual_seed(0)
+    model = TraceNet.build(
+        backbone="resnet18", fpn_channels=16, mask_branch_channels=16, min_size=72, max_size=120, margin=1.0
+    ).eval()
+    g = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> TraceNet:
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A 45×67 image (resize factor 1.6: pixel and cell borders do not line up) with two objects."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(45, 67, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:45, :67]
+    blob = (yy - 20) ** 2 / 14**2 + (xx - 25) ** 2 / 18**2 < 1
+    bar = (yy >= 5) & (yy < 40) & (xx >= 50) & (xx < 60)
+    instances = []
+    for ann_id, mask in ((1, blob), (2, bar)):
+        ys, xs = np.nonzero(mask)
+        pick = rng.choice(len(ys), size=6, replace=False)
+        taps = [(int(xs[i]), int(ys[i]), int(b)) for b, i in enumerate(pick)]
+        instances.append(InstanceTaps(ann_id, 7, mask, taps, (int(xs[pick[0]]), int(ys[pick[0]]))))
+    return image, instances
+
+
+def naive_ious(model, image, mask):
+    """The definition: one decode per mask pixel (no grouping), from one dense forward."""
+    prep = model.prepare(image)
+    with torch.no_grad():
+        dense = model.dense(prep.tensor)
+    ys, xs = np.nonzero(mask)
+    results = model.decode(dense, list(zip(xs.tolist(), ys.tolist(), strict=True)), image_size=mask.shape)
+    ious = {(int(x), int(y)): mask_iou(r.mask, mask) for x, y, r in zip(xs, ys, results, strict=True)}
+    return ious, {r.level for r in results}, {r.mask.tobytes() for r in results}
+
+
+def test_grouped_evaluation_equals_pixel_by_pixel(model, scene):
+    image, instances = scene
+    ev = ImageEvaluator(model, image, chunk=7)
+    for inst in instances:
+        ious, levels, masks = naive_ious(model, image, inst.mask)
+        # The case must be able to fail: several levels and many distinct masks.
+        assert len(levels) >= 2 and len(masks) >= 5
+        rec = ev.evaluate(inst, image_id=3)
+        assert rec.area == len(ious) == rec.pixel_counts.sum()
+        assert len(rec.pixel_ious) < len(ious)  # grouping did save work
+        thresholds = sorted(set(ious.values()))
+        for thr in [0.0, 0.3, 0.7, *thresholds[:: max(1, len(thresholds) // 10)]]:
+            assert tap_area(rec.pixel_ious, thr, rec.pixel_counts) == pytest.approx(
+                tap_area(list(ious.values()), thr), abs=1e-12
+            )
+        assert [t.iou for t in rec.taps] == pytest.approx([ious[(x, y)] for x, y, _ in inst.taps], abs=1e-12)
+        assert [t.band for t in rec.taps] == [b for _, _, b in inst.taps]
+        assert rec.center_iou == pytest.approx(ious[inst.center], abs=1e-12)
+
+
+def test_decode_matches_full_mode_segment(model, scene):
+    """The evaluator's decode path is FullNet's: segment(mode='full') gives the same mask."""
+    image, instances = scene
+    prep = model.prepare(image)
+    with torch.no_grad():
+        dense = model.dense(prep.tensor)
+    clicks = [(x, y) for x, y, _ in instances[0].taps[:3]]
+    for click, r in zip(clicks, model.decode(dense, clicks, image_size=image.shape[:2]), strict=True):
+        assert np.array_equal(r.mask, model.segment(image, click, mode="full").mask)
+
+
+def test_bad_inputs_are_named(model, scene):
+    image, instances = scene
+    ev = ImageEvaluator(model, image)
+    inst = instances[0]
+    off = InstanceTaps(inst.ann_id, 1, inst.mask, [(0, 0, 0)], inst.center)
+    with pytest.raises(ValueError, match=r"tap \(0, 0\) is not on its mask"):
+        ev.evaluate(off, 1)
+    with pytest.raises(ValueError, match="does not match image"):
+        ev.evaluate(InstanceTaps(1, 1, inst.mask[:10], inst.taps, inst.center), 1)
+    with pytest.raises(ValueError, match="empty mask"):
+        ev.evaluate(InstanceTaps(1, 1, np.zeros_like(inst.mask), inst.taps, inst.center), 1)
+    with pytest.raises(ValueError, match="chunk must be"):
+        ImageEvaluator(model, image, chunk=0)
+    model.train()
+    try:
+        with pytest.raises(RuntimeError, match=r"model.eval\(\)"):
+            ImageEvaluator(model, image)
+    finally:
+        model.eval()
