@@ -65,7 +65,7 @@ def to_float_chw(image) -> Tensor:
             arr = arr[:, :, None]
         if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
             raise ValueError(f"image array must be H×W, H×W×1, H×W×3 or H×W×4, got shape {image.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
+        t = torch.from_numpy(np.array(arr)).permute(2, 0, 1)  # a copy: the input may be read-only
     elif isinstance(image, Tensor):
         t = image[0] if image.dim() == 4 and image.shape[0] == 1 else image
         if t.dim() == 2:
