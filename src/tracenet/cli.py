@@ -35,7 +35,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(force=args.force)
 
 
+def _segment_arguments(parser: argparse.ArgumentParser) -> None:
+    from tracenet.commands.segment import add_arguments
+
+    add_arguments(parser)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from tracenet.commands.segment import run
+
+    return run(args)
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
+    "segment": Subcommand(
+        help="segment the object under one tap: writes the mask, prints score, level, MACs, time",
+        add_arguments=_segment_arguments,
+        run=_run_segment,
+    ),
     "demo": Subcommand(
         help="run the main job (the DVC pipeline) on the embedded synthetic default",
         add_arguments=_demo_arguments,

@@ -1,0 +1,1 @@
+"""Implementations behind `tracenet` subcommands (imported lazily by tracenet.cli)."""
