@@ -108,3 +108,26 @@ def test_bad_inputs_are_named(model, scene):
             ImageEvaluator(model, image)
     finally:
         model.eval()
+
+
+def test_dataset_loop_merges_items_and_skips_instances_without_taps(model, scene):
+    from tracenet.metrics.loop import evaluate_dataset
+
+    image, instances = scene
+    chw = torch.from_numpy(image).permute(2, 0, 1).contiguous()
+    masks = torch.from_numpy(np.stack([i.mask for i in instances]))
+    items = [
+        {"image": chw, "masks": masks, "labels": torch.tensor([7, 7]), "image_id": 5, "ann_ids": [1, 2]},
+        {"image": chw, "masks": masks[1:], "labels": torch.tensor([7]), "image_id": 6, "ann_ids": [3]},
+    ]
+    taps = {1: instances[0].taps, 3: instances[1].taps}  # instance 2 has no taps: skipped
+
+    def first_pixel(mask):
+        y, x = np.argwhere(mask)[0]
+        return int(x), int(y)
+
+    records = evaluate_dataset(model, items, taps, center=first_pixel, progress=False)
+    assert [(r.image_id, r.ann_id) for r in records] == [(5, 1), (6, 3)]
+    direct = ImageEvaluator(model, image).evaluate(instances[1], 6)
+    assert records[1].tap_ious == direct.tap_ious
+    assert np.array_equal(records[1].pixel_counts, direct.pixel_counts)
