@@ -1,0 +1,204 @@
+"""Planning: from target boxes, one reverse-topological pass (the paper's post-order DFS,
+each node once, O(V+E)) gives each node's region, the bounding box of what its consumers
+need; then one forward pass turns regions into executor steps. With a RegionCache the same
+pass skips nodes whose cached slice covers their region, and everything only they needed."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import fx
+
+from tracenet.rft.boxes import Box, check_box, full_box, union
+from tracenet.rft.cache import RegionCache
+from tracenet.rft.capture import Capture, capture
+from tracenet.rft.executor import Narrow, Step, execute
+from tracenet.rft.rules import Need
+
+_MEMO_SIZE = 256
+
+
+@dataclass
+class Schedule:
+    steps: list[Step]
+    regions: dict[fx.Node, Box | None]  # needed region per node (cache hits: their cached box)
+    hits: set[fx.Node]
+    outputs: dict[Hashable, tuple[fx.Node, Narrow]]
+    macs: int
+
+
+def _narrow(cap: Capture, producer: fx.Node, have: Box | None, need: Need) -> Narrow:
+    """How a consumer cuts `need` out of the producer's value, which covers `have`."""
+    if need.box is None or need.dims is None:
+        return ()
+    f = cap.facts
+    own = have is not None and f.sdims.get(producer) == need.dims
+    offsets = (have[0], have[2]) if own else (0, 0)
+    sizes = (have[1] - have[0], have[3] - have[2]) if own else None
+    out = []
+    for i, dim in enumerate(need.dims):
+        if dim is None:
+            continue
+        start, length = need.box[2 * i] - offsets[i], need.box[2 * i + 1] - need.box[2 * i]
+        size = sizes[i] if sizes else f.shapes[producer][dim] if producer in f.shapes else None
+        if start != 0 or length != size:
+            out.append((dim, start, length))
+    return tuple(out)
+
+
+def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache | None = None) -> Schedule:
+    f, ops = cap.facts, cap.ops
+    req: dict[fx.Node, Box | None] = {}
+    needs: dict[fx.Node, dict[fx.Node, Need]] = {}
+
+    def require(p: fx.Node, need: Need) -> None:
+        dims = f.sdims.get(p)
+        if dims is None:
+            box = None
+        elif need.box is None or need.dims != dims:
+            box = full_box(*f.hw(p))
+        else:
+            box = need.box
+        if p in req:
+            old = req[p]
+            box = None if old is None or box is None else union(old, box)
+        req[p] = box
+
+    for key, box in targets.items():
+        require(cap.outputs[key], Need(f.sdims[cap.outputs[key]], box))
+    hits: set[fx.Node] = set()
+    for n in reversed(cap.order):
+        if n not in req:
+            continue
+        if cache is not None and n is not cap.source:
+            have = cache.lookup(n, req[n])
+            if have is not False:
+                req[n] = have  # type: ignore[assignment]
+                hits.add(n)
+                continue
+        needs[n] = ops[n].needs(req[n])
+        for p, need in needs[n].items():
+            require(p, need)
+    have = dict(req)  # what each value covers: the input is held whole
+    have[cap.source] = full_box(*cap.input_shape[2:])
+    steps, macs = [], 0
+    for n in cap.order:
+        if n not in needs or n is cap.source:
+            continue
+        takes = tuple((p, _narrow(cap, p, have[p], need)) for p, need in needs[n].items())
+        cost = ops[n].macs(req[n], cap.full_macs[n])
+        steps.append(Step(n, takes, ops[n].build(req[n]), cost))
+        macs += cost
+    outputs = {
+        key: (
+            cap.outputs[key],
+            _narrow(cap, cap.outputs[key], have[cap.outputs[key]], Need(f.sdims[cap.outputs[key]], box)),
+        )
+        for key, box in targets.items()
+    }
+    return Schedule(steps, req, hits, outputs, macs)
+
+
+class TracePlan:
+    """What to compute, where, for some target boxes of one model at one input shape."""
+
+    def __init__(self, cap: Capture, targets: dict[Hashable, Box]) -> None:
+        self.capture, self.targets = cap, targets
+        self.input_shape = cap.input_shape
+        self._schedule = schedule(cap, targets)
+        self.macs = self._schedule.macs
+        self.full_macs = cap.total_macs
+        f, regions = cap.facts, self._schedule.regions
+        self.input_region: Box = regions.get(cap.source) or (0, 0, 0, 0)
+        self.regions: dict[str, Box] = {
+            n.name: box
+            for n in cap.order
+            if n in regions and (box := regions[n]) is not None and f.sdims.get(n)
+        }
+        self.fallbacks: list[str] = [
+            f"{s.node.name} ({cap.ops[s.node].reason})"
+            for s in self._schedule.steps
+            if cap.ops[s.node].kind == "fallback"
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"TracePlan(targets={self.targets}, input_region={self.input_region}, "
+            f"macs={self.macs / 1e9:.3f}G of {self.full_macs / 1e9:.3f}G, fallbacks={len(self.fallbacks)})"
+        )
+
+    def run(self, x: torch.Tensor, cache: RegionCache | None = None) -> dict[Hashable, torch.Tensor]:
+        """{key: full_output[key][..., y0:y1, x0:x1]}, computed on crops only."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"plan.run expects a tensor, got {type(x).__name__}")
+        if tuple(x.shape) != tuple(self.input_shape):
+            raise ValueError(
+                f"input of shape {tuple(x.shape)} given to a plan traced for {tuple(self.input_shape)}"
+            )
+        src = self.capture.source
+        if cache is None:
+            return execute(self._schedule.steps, {src: x}, self._schedule.outputs)
+        cache.bind_input(x)
+        sched = schedule(self.capture, self.targets, cache)
+        env: dict[fx.Node, Any] = {n: cache.value(n) for n in sched.hits}
+        env[src] = x
+        out = execute(sched.steps, env, sched.outputs)
+        for step in sched.steps:
+            cache.store(step.node, sched.regions[step.node], env[step.node])
+        cache.last_macs = sched.macs
+        return {k: v.clone() for k, v in out.items()}
+
+
+def _check_targets(cap: Capture, targets: object) -> dict[Hashable, Box]:
+    if not isinstance(targets, Mapping) or not targets:
+        raise ValueError(
+            f"targets must be a non-empty dict {{output key: (y0, y1, x0, x1)}}, got {targets!r}"
+        )
+    out = {}
+    for key, box in targets.items():
+        node = cap.outputs.get(key)
+        if node is None:
+            raise KeyError(
+                f"target key {key!r} is not an output of the model; its outputs are {list(cap.outputs)}"
+            )
+        if cap.facts.sdims.get(node) is None:
+            raise ValueError(
+                f"output {key!r} (shape {cap.facts.shapes.get(node)}) has no spatial dims to put a box on"
+            )
+        h, w = cap.facts.hw(node)
+        out[key] = check_box(box, h, w, f"target {key!r}")
+    return out
+
+
+def _check_shape(input_shape: object) -> tuple[int, int, int, int]:
+    if not isinstance(input_shape, (tuple, list, torch.Size)) or len(input_shape) != 4:
+        raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
+    if not all(isinstance(v, int) and v > 0 for v in input_shape):
+        raise ValueError(f"input_shape must hold 4 positive integers (N, C, H, W), got {input_shape!r}")
+    return tuple(input_shape)  # type: ignore[return-value]
+
+
+def trace(
+    model: torch.nn.Module, input_shape: tuple[int, int, int, int], targets: Mapping[Hashable, Box]
+) -> TracePlan:
+    """Plan exact cropped inference of `model` for `targets` (boxes on its outputs)."""
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"trace expects an nn.Module, got {type(model).__name__}")
+    shape = _check_shape(input_shape)
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(f"model is in training mode ({training[0]}...); call model.eval() before trace()")
+    cap = capture(model, shape)
+    boxes = _check_targets(cap, targets)
+    key = frozenset(boxes.items())
+    plan = cap.plans.get(key)
+    if plan is None:
+        plan = cap.plans[key] = TracePlan(cap, boxes)
+        if len(cap.plans) > _MEMO_SIZE:
+            cap.plans.popitem(last=False)
+    else:
+        cap.plans.move_to_end(key)
+    return plan

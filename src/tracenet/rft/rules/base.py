@@ -1,0 +1,171 @@
+"""What every region rule shares: the facts captured about the graph, the `Need` a rule puts
+on each input, the generic way to call a node's op on crops, and the whole-region fallback."""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx
+
+from tracenet.rft.boxes import Box, area
+
+SDims = tuple[int, int]
+"""Positions of the (height, width) dims of a tensor, e.g. (2, 3) for NCHW, (1, 2) for NHWC."""
+
+Call = Callable[[Mapping[fx.Node, Any]], Any]
+
+
+class NoRule(Exception):
+    """Raised while binding when no exact cropping rule applies; the node falls back."""
+
+
+@dataclass(frozen=True)
+class Need:
+    """What a consumer reads from one input: `box` over the input's `dims` (a dim may be None
+    when that axis does not exist in the input), or the whole input when `box` is None."""
+
+    dims: tuple[int | None, int | None] | None = None
+    box: Box | None = None
+
+
+WHOLE = Need()
+
+
+@dataclass
+class Facts:
+    """Everything shape propagation learned, by node: rules read it, never the real data."""
+
+    gm: fx.GraphModule
+    shapes: dict[fx.Node, tuple[int, ...]] = field(default_factory=dict)  # tensor nodes
+    tuple_shapes: dict[fx.Node, list[tuple[int, ...]]] = field(default_factory=dict)  # tuple-of-tensor nodes
+    dtypes: dict[fx.Node, torch.dtype] = field(default_factory=dict)
+    consts: dict[fx.Node, Any] = field(default_factory=dict)  # non-tensor nodes: their full-graph values
+    sdims: dict[fx.Node, SDims | None] = field(default_factory=dict)
+
+    def is_data(self, node: fx.Node) -> bool:
+        """A tensor (or tuple of tensors) computed at run time, as opposed to a constant."""
+        return node in self.shapes or node in self.tuple_shapes
+
+    def data_inputs(self, node: fx.Node) -> list[fx.Node]:
+        return [n for n in node.all_input_nodes if self.is_data(n)]
+
+    def hw(self, node: fx.Node) -> tuple[int, int]:
+        shape, dims = self.shapes[node], self.sdims[node]
+        assert dims is not None
+        return shape[dims[0]], shape[dims[1]]
+
+
+_OUT_OF_PLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
+
+
+def _module(facts: Facts, node: fx.Node) -> torch.nn.Module:
+    module = facts.gm.get_submodule(node.target)
+    if getattr(module, "inplace", False):
+        # Crops may be views of cached slices: never let an op overwrite its input.
+        module = copy.copy(module)
+        module.inplace = False
+    return module
+
+
+def op_callable(node: fx.Node, facts: Facts) -> Callable[..., Any]:
+    """The node's operation as a plain function of its (mapped) args, in-place variants replaced."""
+    if node.op == "call_module":
+        return _module(facts, node)
+    if node.op == "call_method":
+        name = str(node.target)
+        if name.endswith("_") and not name.endswith("__") and hasattr(torch.Tensor, name[:-1]):
+            name = name[:-1]
+        return lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)
+    if node.op == "call_function":
+        return _OUT_OF_PLACE.get(node.target, node.target)
+    raise NoRule(f"cannot call a {node.op} node")
+
+
+def constant_args(node: fx.Node, facts: Facts) -> tuple[tuple, dict]:
+    """Node args with every non-data node replaced by its full-graph value (shapes, sizes...)."""
+
+    def const(n: fx.Node) -> Any:
+        return n if facts.is_data(n) else facts.consts[n]
+
+    args = fx.node.map_arg(node.args, const)
+    kwargs = dict(fx.node.map_arg(node.kwargs, const))
+    if kwargs.get("inplace"):
+        kwargs["inplace"] = False
+    return args, kwargs
+
+
+def generic_call(node: fx.Node, facts: Facts) -> Call:
+    """Calls the node's own op on whatever tensors the environment holds for its inputs."""
+    if node.op == "get_attr":
+        owner, _, name = str(node.target).rpartition(".")
+        module = facts.gm.get_submodule(owner) if owner else facts.gm
+        return lambda env: getattr(module, name)
+    fn = op_callable(node, facts)
+    args, kwargs = constant_args(node, facts)
+
+    def call(env: Mapping[fx.Node, Any]) -> Any:
+        return fn(*fx.node.map_arg(args, env.__getitem__), **fx.node.map_arg(kwargs, env.__getitem__))
+
+    return call
+
+
+class Op:
+    """A node bound to its region rule. Subclasses raise NoRule from __init__ when the node's
+    arguments are outside what the rule proves exact."""
+
+    kind = "op"
+    exact_crop = True
+
+    def __init__(self, node: fx.Node, facts: Facts) -> None:
+        self.node, self.facts = node, facts
+        self.inputs = facts.data_inputs(node)
+
+    def out_sdims(self) -> SDims | None:
+        raise NotImplementedError
+
+    def needs(self, box: Box | None) -> dict[fx.Node, Need]:
+        """What each data input must provide for the output region `box` (None: whole output)."""
+        raise NotImplementedError
+
+    def build(self, box: Box | None) -> Call:
+        """A function from the needed input crops to the output crop over `box`."""
+        return generic_call(self.node, self.facts)
+
+    def macs(self, box: Box | None, full_macs: int) -> int:
+        """MACs on the crop: every rule's op costs in proportion to its output area."""
+        if box is None or full_macs == 0:
+            return full_macs
+        h, w = self.facts.hw(self.node)
+        return full_macs * area(box) // (h * w)
+
+
+class Fallback(Op):
+    """No proven rule: compute the whole output from whole inputs (exact, never approximate)."""
+
+    kind = "fallback"
+    exact_crop = False
+
+    def __init__(
+        self, node: fx.Node, facts: Facts, reason: str = "no rule", sdims: SDims | None = None
+    ) -> None:
+        super().__init__(node, facts)
+        self.reason, self.sdims = reason, sdims
+
+    def out_sdims(self) -> SDims | None:
+        return self.sdims
+
+    def needs(self, box: Box | None) -> dict[fx.Node, Need]:
+        return dict.fromkeys(self.inputs, WHOLE)
+
+    def macs(self, box: Box | None, full_macs: int) -> int:
+        return full_macs
