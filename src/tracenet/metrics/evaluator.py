@@ -14,6 +14,7 @@ against this in tests/test_evaluate.py.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ import torch
 
 from tracenet.metrics.records import InstanceResult, Tap
 from tracenet.models import decode
+from tracenet.models.config import MASK_STRIDE
 from tracenet.models.preprocess import Geometry
 
 
@@ -72,13 +74,30 @@ class ImageEvaluator:
         self.rows, self.cols = cell_grid(self.geo)
         self.ncols = int(self.cols.max()) + 1
 
+    def _window(self, region: tuple[int, int, int, int]) -> tuple[slice, slice]:
+        """Image pixels that can be set in a mask decoded over ``region`` (stride-8 cells): the
+        mask is zero outside the pixels whose centres fall in the region, so the IoU only needs
+        this window (one pixel of slack on each side for rounding)."""
+        y0, y1, x0, x1 = region
+        sy, sx = self.geo.scale
+        h, w = self.geo.image
+
+        def span(c0: int, c1: int, scale: float, size: int) -> slice:
+            lo = math.floor(c0 * MASK_STRIDE / scale - 0.5) - 1
+            hi = math.ceil(c1 * MASK_STRIDE / scale - 0.5) + 1
+            return slice(max(lo, 0), min(hi, size))
+
+        return span(y0, y1, sy, h), span(x0, x1, sx, w)
+
     def _ious(self, clicks: list[tuple[int, int]], gt: np.ndarray, area: int) -> np.ndarray:
         out = np.empty(len(clicks))
         for i in range(0, len(clicks), self.chunk):
             part = clicks[i : i + self.chunk]
             for j, r in enumerate(self.model.decode(self.dense, part, image_size=self.geo.image)):
-                inter = np.count_nonzero(r.mask & gt)
-                out[i + j] = inter / (area + np.count_nonzero(r.mask) - inter)
+                win = self._window(r.region)
+                pred = r.mask[win]
+                inter = np.count_nonzero(pred & gt[win])
+                out[i + j] = inter / (area + np.count_nonzero(pred) - inter)
         return out
 
     def evaluate(self, inst: InstanceTaps, image_id: int) -> InstanceResult:
