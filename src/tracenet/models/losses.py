@@ -34,15 +34,12 @@ def compute_losses(
     dense: dict[str, Tensor], targets: list[dict], cfg: ModelConfig, generator: torch.Generator | None = None
 ) -> dict[str, Tensor]:
     """Loss terms and their sum ``loss`` for a batch; ``dense`` comes from ``TraceNet.forward``."""
-    if len(targets) != dense["cls3"].shape[0]:
-        raise ValueError(f"{len(targets)} targets for a batch of {dense['cls3'].shape[0]} images")
     sizes = {lvl: tuple(dense[f"cls{lvl}"].shape[-2:]) for lvl in LEVELS}
     locs, lvl_idx = locations(sizes, dense["cls3"].device)
     cls, box, ctr, ctrl = (_flat(dense, k) for k in ("cls", "box", "ctr", "controller"))
     cls_t = torch.zeros_like(cls)
     pos_img, pos_loc, pos_inst, ltrb_t, ctr_t = [], [], [], [], []
     for i, t in enumerate(targets):
-        _check_target(t, i)
         a = assign(t["masks"], t["boxes"].float(), sizes, cfg.assign, cfg.center_radius)
         fg = (a.instance >= 0).nonzero().flatten()
         labels = t["labels"][a.instance[fg]] if cfg.num_classes > 1 else torch.zeros_like(fg)
@@ -95,6 +92,14 @@ def _mask_loss(dense, targets, ctrl, locs, lvl_idx, pos_img, pos_loc, pos_inst, 
         gt = F.avg_pool2d(gt.unsqueeze(1), 2)
         losses.append(dice_loss(logits, gt))
     return torch.cat(losses).mean()
+
+
+def check_targets(targets: list[dict], batch: int) -> None:
+    """Fail before the forward pass, naming the bad target."""
+    if len(targets) != batch:
+        raise ValueError(f"{len(targets)} targets for a batch of {batch} images")
+    for i, t in enumerate(targets):
+        _check_target(t, i)
 
 
 def _check_target(t: dict, i: int) -> None:

@@ -20,7 +20,7 @@ from tracenet.models import checkpoint, decode
 from tracenet.models.config import ModelConfig
 from tracenet.models.dense import DenseNet
 from tracenet.models.dynamic_head import MACS_PER_PIXEL
-from tracenet.models.losses import compute_losses
+from tracenet.models.losses import check_targets, compute_losses
 from tracenet.models.preprocess import (
     Geometry,
     check_box,
@@ -82,6 +82,7 @@ class TraceNet(nn.Module):
 
     def compute_loss(self, images: Tensor, targets: list[dict], generator=None) -> dict[str, Tensor]:
         """Training losses (``loss`` is their sum); targets per image: masks, boxes (xyxy px), labels."""
+        check_targets(targets, images.shape[0])
         return compute_losses(self(images), targets, self.cfg, generator)
 
     def prepare(self, image) -> Prepared:
