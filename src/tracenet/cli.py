@@ -47,6 +47,34 @@ def _run_segment(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    parser.add_argument(
+        "--checkpoint",
+        help="model checkpoint (default: outputs/train/model.pt; without it, an untrained resnet18 with a warning)",
+    )
+    parser.add_argument("--max-sessions", type=int, default=8, help="images kept with their region caches")
+    parser.add_argument("--max-upload-mib", type=float, default=10.0, help="largest upload accepted, in MiB")
+    parser.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UserError("the demo needs the serve extra: pip install 'tracenet[serve]'") from None
+    from tracenet.serve.limits import Limits
+    from tracenet.serve.server import run_server
+
+    try:
+        limits = Limits(max_bytes=int(args.max_upload_mib * 2**20), max_side=args.max_side)
+        return run_server(args.host, args.port, args.checkpoint, limits, args.max_sessions)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "segment": Subcommand(
         help="segment the object under one tap: writes the mask, prints score, level, MACs, time",
@@ -57,6 +85,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         help="run the main job (the DVC pipeline) on the embedded synthetic default",
         add_arguments=_demo_arguments,
         run=_run_demo,
+    ),
+    "serve": Subcommand(
+        help="interactive browser demo: tap an object, see its mask and what trace mode saved",
+        add_arguments=_serve_arguments,
+        run=_run_serve,
     ),
 }
 

@@ -1,0 +1,1 @@
+"""`tracenet serve`: a local web page to tap objects and see TraceNet's masks and costs."""

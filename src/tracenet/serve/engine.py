@@ -1,0 +1,79 @@
+"""The model behind the demo: loading it, and the only places the server calls it.
+
+One model serves every session; inference runs one request at a time, because the CPU is
+small (parallel requests would only slow each other) and RFT memoizes plans per shape.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CHECKPOINT = Path("outputs/train/model.pt")
+FALLBACK_BACKBONE = "resnet18"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the page says about the model it talks to."""
+
+    backbone: str
+    source: str
+    warning: str | None
+
+
+class Engine:
+    """Serializes model calls; `segment` and `full` are the two call sites of the model API."""
+
+    def __init__(self, model: Any, info: ModelInfo) -> None:
+        self.model = model
+        self.info = info
+        self._lock = threading.Lock()
+
+    def open_session(self, image: np.ndarray) -> Any:
+        """The model's session for one image (a context manager holding its region cache)."""
+        with self._lock:
+            return self.model.session(image)
+
+    def segment(self, model_session: Any, click: tuple[int, int]) -> Any:
+        """Trace mode through the session, so later taps reuse the crops earlier ones computed."""
+        with self._lock:
+            return model_session.segment(click)
+
+    def full(self, image: np.ndarray, click: tuple[int, int]) -> Any:
+        """The dense forward on the whole image (FullNet), for the side-by-side figures."""
+        with self._lock:
+            return self.model.segment(image, click=click, mode="full")
+
+
+def load_engine(checkpoint: str | Path | None = None, default: Path = DEFAULT_CHECKPOINT) -> Engine:
+    """The given checkpoint, else the default one, else a random resnet18 with a warning.
+
+    A checkpoint that was asked for but is missing is an error (a typo must not silently
+    serve random weights); only the default falls back, so the demo always starts.
+    """
+    import torch
+
+    from tracenet import TraceNet
+
+    torch.set_grad_enabled(False)
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} not found; pass an existing --checkpoint file")
+        model = TraceNet.from_checkpoint(path)
+        return Engine(model.eval(), ModelInfo(model.cfg.backbone, str(path), None))
+    if default.is_file():
+        model = TraceNet.from_checkpoint(default)
+        return Engine(model.eval(), ModelInfo(model.cfg.backbone, str(default), None))
+    model = TraceNet.build(backbone=FALLBACK_BACKBONE).eval()
+    warning = (
+        f"No trained checkpoint at {default}: this is a randomly initialised {FALLBACK_BACKBONE}, so its "
+        "masks are meaningless (the costs and the trace = full equality still hold). Train one with "
+        "`make demo`, or pass --checkpoint PATH."
+    )
+    return Engine(model, ModelInfo(FALLBACK_BACKBONE, "random initialisation", warning))

@@ -1,0 +1,214 @@
+// The page's only script: choose an image, send taps, draw the answer and its figures.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { session: null, width: 0, height: 0, limits: null, busy: false };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, options);
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    // not JSON: described by the status below
+  }
+  if (!response.ok) {
+    throw new Error(body && body.error ? body.error : `the server answered ${response.status} ${response.statusText}`);
+  }
+  return body;
+}
+
+function say(text, kind = "info") {
+  $("message").textContent = text;
+  $("message").dataset.kind = kind;
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  document.body.dataset.busy = String(busy);
+}
+
+const gmac = (macs) => (macs >= 1e9 ? `${(macs / 1e9).toFixed(2)} GMAC` : `${(macs / 1e6).toFixed(1)} MMAC`);
+const ms = (seconds) => `${Math.round(seconds * 1000)} ms`;
+const mib = (bytes) => (bytes / 2 ** 20).toFixed(1);
+
+async function init() {
+  $("viewer").addEventListener("click", onTap);
+  $("upload").addEventListener("change", onUpload);
+  try {
+    const info = await api("/api/info");
+    state.limits = info.limits;
+    $("model").textContent = `Model: ${info.model.backbone} (${info.model.source}).`;
+    if (info.warning) {
+      $("warning").textContent = info.warning;
+      $("warning").hidden = false;
+    }
+    for (const example of info.examples) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = example.title;
+      button.dataset.example = example.name;
+      button.setAttribute("aria-pressed", "false");
+      button.addEventListener("click", () =>
+        openSession(`/api/sessions?example=${encodeURIComponent(example.name)}`, { method: "POST" },
+          `Photo: ${example.title}, ${example.credit}.`, button));
+      $("examples").append(button);
+    }
+    say("Pick an example or upload a photo, then tap an object.");
+  } catch (err) {
+    say(`The server is not answering: ${err.message}`, "error");
+  }
+}
+
+function onUpload(event) {
+  const file = event.target.files[0];
+  event.target.value = ""; // choosing the same file again still triggers a change
+  if (!file) return;
+  if (file.size > state.limits.max_bytes) {
+    say(`${file.name} is ${mib(file.size)} MiB, over the ${mib(state.limits.max_bytes)} MiB limit; choose a smaller photo.`, "error");
+    return;
+  }
+  openSession("/api/sessions", { method: "POST", body: file, headers: { "Content-Type": "application/octet-stream" } },
+    `Your photo: ${file.name}.`, null);
+}
+
+async function openSession(url, options, credit, button) {
+  if (state.busy) return;
+  setBusy(true);
+  say("Loading the image…");
+  try {
+    const opened = await api(url, options);
+    await showPhoto(`/api/sessions/${opened.session}/image`);
+    Object.assign(state, { session: opened.session, width: opened.width, height: opened.height });
+    const overlay = $("overlay");
+    overlay.width = opened.width;
+    overlay.height = opened.height;
+    resetFigures();
+    for (const b of $("examples").children) b.setAttribute("aria-pressed", String(b === button));
+    $("credit").textContent = credit;
+    say(`${opened.width}×${opened.height} image ready: tap an object.`);
+  } catch (err) {
+    say(err.message, "error");
+  } finally {
+    setBusy(false);
+  }
+}
+
+function showPhoto(src) {
+  return new Promise((resolve, reject) => {
+    const photo = $("photo");
+    photo.onload = () => resolve();
+    photo.onerror = () => reject(new Error("the image could not be shown; pick it again"));
+    photo.src = src;
+  });
+}
+
+function resetFigures() {
+  for (const mode of ["trace", "full"]) {
+    for (const key of ["score", "level", "macs", "seconds", "roundtrip"]) $(`${mode}-${key}`).textContent = "–";
+  }
+  $("ratio").textContent = "";
+  $("session-note").textContent = "";
+  delete $("session-note").dataset.cheaper;
+  delete $("figures").dataset.tap;
+  delete $("figures").dataset.fullTap;
+  delete $("figures").dataset.maskPixels;
+  $("overlay").getContext("2d").clearRect(0, 0, state.width, state.height);
+}
+
+async function onTap(event) {
+  if (!state.session) {
+    say("Pick an example or upload a photo first.", "error");
+    return;
+  }
+  if (state.busy) {
+    say("Still working on the previous tap…");
+    return;
+  }
+  const rect = $("photo").getBoundingClientRect();
+  const x = ((event.clientX - rect.left) * state.width) / rect.width;
+  const y = ((event.clientY - rect.top) * state.height) / rect.height;
+  setBusy(true);
+  say("Segmenting…");
+  try {
+    const trace = await timed(() => api(`/api/sessions/${state.session}/taps`, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ x, y }),
+    }));
+    await drawTap(trace);
+    showFigures("trace", trace);
+    showSession(trace);
+    $("figures").dataset.maskPixels = String(trace.mask_pixels);
+    $("figures").dataset.tap = String(trace.tap);
+    if ($("compare").checked) {
+      say("Mask shown; now running the full forward for comparison…");
+      const full = await timed(() => api(`/api/sessions/${state.session}/full`, { method: "POST" }));
+      showFigures("full", full);
+      $("ratio").textContent = `trace / full MACs: ${(trace.macs / full.macs).toFixed(3)}; ` +
+        `mask IoU trace vs full: ${full.iou_with_trace.toFixed(4)}`;
+      $("figures").dataset.fullTap = String(full.tap);
+    }
+    say(`Tap ${trace.tap} at (${trace.click[0]}, ${trace.click[1]}): ${trace.mask_pixels.toLocaleString()} mask pixels.`);
+  } catch (err) {
+    say(err.message, "error");
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function timed(request) {
+  const start = performance.now();
+  const body = await request();
+  body.roundtrip = (performance.now() - start) / 1000;
+  return body;
+}
+
+function showFigures(mode, r) {
+  $(`${mode}-score`).textContent = r.score.toFixed(3);
+  $(`${mode}-level`).textContent = `P${r.level}`;  // data-value keeps the number
+  $(`${mode}-macs`).textContent = gmac(r.macs);
+  $(`${mode}-seconds`).textContent = ms(r.seconds);
+  $(`${mode}-roundtrip`).textContent = ms(r.roundtrip);
+  for (const key of ["score", "level", "macs", "seconds", "roundtrip"]) {
+    $(`${mode}-${key}`).dataset.value = r[key];
+    if (mode === "trace") $(`full-${key}`).textContent = $("compare").checked ? "…" : "–";
+  }
+}
+
+function showSession(r) {
+  const note = $("session-note");
+  if (r.tap === 1) {
+    note.textContent = "First tap on this image: later taps reuse the regions it computed.";
+    return;
+  }
+  const share = r.macs / r.first_macs;
+  note.textContent = `Tap ${r.tap} on this image: ${gmac(r.macs)}, ${(100 * share).toFixed(1)}% of the first tap's ` +
+    `${gmac(r.first_macs)}, because the session's region cache already holds what earlier taps computed.`;
+  note.dataset.cheaper = String(share < 1);
+}
+
+function drawTap(r) {
+  return new Promise((resolve, reject) => {
+    const mask = new Image();
+    mask.onload = () => {
+      const ctx = $("overlay").getContext("2d");
+      const line = Math.max(2, Math.round(Math.max(state.width, state.height) / 300));
+      ctx.clearRect(0, 0, state.width, state.height);
+      ctx.drawImage(mask, 0, 0);
+      const [x0, y0, x1, y1] = r.box;
+      ctx.lineWidth = line;
+      ctx.strokeStyle = "#ffd400";
+      ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+      ctx.beginPath();
+      ctx.arc(r.click[0] + 0.5, r.click[1] + 0.5, 3 * line, 0, 2 * Math.PI);
+      ctx.fillStyle = "#ff2d55";
+      ctx.fill();
+      ctx.strokeStyle = "#ffffff";
+      ctx.stroke();
+      resolve();
+    };
+    mask.onerror = () => reject(new Error("the mask could not be drawn"));
+    mask.src = r.mask;
+  });
+}
+
+init();
