@@ -79,6 +79,8 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
                 req[n] = have  # type: ignore[assignment]
                 hits.add(n)
                 continue
+        if not ops[n].exact_crop and req[n] is not None:
+            req[n] = full_box(*f.hw(n))  # a fallback computes its whole output
         needs[n] = ops[n].needs(req[n])
         for p, need in needs[n].items():
             require(p, need)
