@@ -63,3 +63,17 @@ def test_peak_rss_sees_native_allocations():
 def test_no_taps_is_a_clear_error():
     with pytest.raises(ValueError, match="no taps were measured"):
         summarize_ablation(run_ablation(small_model(), []))
+
+
+@pytest.mark.slow
+def test_ablation_outputs(summary, tmp_path):
+    import json
+
+    from tracenet.metrics.report import ablation_markdown, write_ablation
+
+    paths = write_ablation(summary, tmp_path / "metrics.json", tmp_path / "plots")
+    assert json.loads(paths["metrics"].read_text())["modes"]["full"]["taps"] == 2
+    points = json.loads(paths["accuracy_vs_macs"].read_text())
+    assert {p["mode"] for p in points} == {"full", "trace", "trace_session"}
+    md = ablation_markdown(summary)
+    assert "| trace_session |" in md and "min_mask_iou" in md

@@ -76,7 +76,7 @@ def write_evaluation(summary: dict, metrics_path: str | Path, plots_dir: str | P
 
 
 def _fmt(v: object) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
@@ -105,5 +105,47 @@ def evaluation_markdown(summary: dict, title: str = "TraceNet evaluation", max_c
         markdown_table(sizes, ["size", "miou_t", "mta", "center_miou", "instances"]),
         f"## Per category (worst {min(max_categories, len(cats))} of {len(cats)} by mIoU-T)",
         markdown_table(cats[:max_categories], ["name", "instances", "miou_t", "mta"]),
+    ]
+    return "\n\n".join(parts) + "\n"
+
+
+def write_ablation(summary: dict, metrics_path: str | Path, plots_dir: str | Path) -> dict[str, Path]:
+    """The ablate stage's outputs: metrics JSON and the accuracy-vs-MACs points."""
+    from tracenet.metrics.ablation import accuracy_vs_macs_rows
+
+    return {
+        "metrics": write_json(metrics_path, summary),
+        "accuracy_vs_macs": write_json(
+            Path(plots_dir) / "accuracy_vs_macs.json", accuracy_vs_macs_rows(summary)
+        ),
+    }
+
+
+def ablation_markdown(summary: dict, title: str = "TraceNet vs FullNet") -> str:
+    """Per-mode cost and accuracy, and the exactness of trace mode against FullNet."""
+    modes = []
+    for name, s in summary["modes"].items():
+        peak = s["peak_memory_bytes"]
+        modes.append(
+            {
+                "mode": name,
+                "taps": s["taps"],
+                "miou_t": s["miou_t"],
+                "GMACs/tap": s["macs_mean"] / 1e9,
+                "median ms": s["latency_median_s"] * 1e3,
+                "p90 ms": s["latency_p90_s"] * 1e3,
+                "peak MiB": "n/a" if peak is None else peak / 2**20,
+            }
+        )
+    exact = [{"mode": k.removesuffix("_vs_full"), **v} for k, v in summary.items() if k.endswith("_vs_full")]
+    parts = [
+        f"# {title}",
+        "Same checkpoint, same taps. `trace_session`: taps on one image share an RFT region cache.",
+        "## Cost and accuracy per tap",
+        markdown_table(modes, ["mode", "taps", "miou_t", "GMACs/tap", "median ms", "p90 ms", "peak MiB"]),
+        "## Trace vs full on the same taps",
+        markdown_table(
+            exact, ["mode", "max_head_diff", "min_mask_iou", "miou_t_diff", "macs_ratio", "latency_ratio"]
+        ),
     ]
     return "\n\n".join(parts) + "\n"
