@@ -63,13 +63,57 @@ class Capture:
         return sum(self.full_macs.values())
 
 
+def _inline_into(graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> fx.Node | None:
+    """Copies the traced body of a non-leaf call_module node into `graph` (None if it cannot)."""
+    try:
+        sub = fx.symbolic_trace(gm.get_submodule(node.target))
+    except Exception:
+        return None
+    params = [p for p in sub.graph.nodes if p.op == "placeholder"]
+    out = next(p for p in sub.graph.nodes if p.op == "output").args[0]
+    if not isinstance(out, fx.Node) or len(node.args) > len(params):
+        return None
+    args = fx.node.map_arg((node.args, node.kwargs), env.__getitem__)
+    sub_env: dict[fx.Node, Any] = {}
+    for i, p in enumerate(params):
+        if i < len(args[0]):
+            sub_env[p] = args[0][i]
+        elif p.target in args[1]:
+            sub_env[p] = args[1][p.target]
+        elif p.args:
+            sub_env[p] = p.args[0]
+        else:
+            return None
+    for sn in sub.graph.nodes:
+        if sn.op in ("placeholder", "output"):
+            continue
+        new = graph.node_copy(sn, sub_env.__getitem__)
+        if new.op in ("call_module", "get_attr"):
+            new.target = f"{node.target}.{sn.target}"
+        sub_env[sn] = new
+    return sub_env[out]
+
+
+def _inline(gm: fx.GraphModule) -> fx.GraphModule:
+    """Inlines composite modules a custom tracer kept as leaves (create_feature_extractor keeps
+    torchvision's Conv2dNormActivation, SqueezeExcitation...) so every op gets its own rule."""
+    leaf = fx.Tracer().is_leaf_module
+    graph, env = fx.Graph(), {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and not leaf(gm.get_submodule(n.target), str(n.target)):
+            inlined = _inline_into(graph, gm, n, env)
+            if inlined is not None:
+                env[n] = inlined
+                continue
+        env[n] = graph.node_copy(n, env.__getitem__)
+    return fx.GraphModule(gm, graph)
+
+
 def _graph_module(model: torch.nn.Module) -> fx.GraphModule:
     """An fx GraphModule over the model's submodules, holding no reference to the model itself
     (so the capture cache, weakly keyed on the model, does not keep it alive)."""
     if isinstance(model, fx.GraphModule):
-        graph = fx.Graph()
-        graph.output(graph.graph_copy(model.graph, {}))
-        return fx.GraphModule(model, graph)
+        return _inline(model)
     try:
         return fx.symbolic_trace(model)
     except Exception as e:
