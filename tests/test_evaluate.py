@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tracenet import TraceNet
+from tracenet.data.clicks import Tap as DataTap
 from tracenet.metrics import mask_iou, tap_area
 from tracenet.metrics.evaluator import ImageEvaluator, InstanceTaps
 
@@ -43,6 +44,8 @@ def scene():
         ys, xs = np.nonzero(mask)
         pick = rng.choice(len(ys), size=6, replace=False)
         taps = [(int(xs[i]), int(ys[i]), int(b)) for b, i in enumerate(pick)]
+        if ann_id == 2:  # taps as the data package makes them (objects with .x .y .band)
+            taps = [DataTap(x, y, b) for x, y, b in taps]
         instances.append(InstanceTaps(ann_id, 7, mask, taps, (int(xs[pick[0]]), int(ys[pick[0]]))))
     return image, instances
 
@@ -73,8 +76,9 @@ def test_grouped_evaluation_equals_pixel_by_pixel(model, scene):
             assert tap_area(rec.pixel_ious, thr, rec.pixel_counts) == pytest.approx(
                 tap_area(list(ious.values()), thr), abs=1e-12
             )
-        assert [t.iou for t in rec.taps] == pytest.approx([ious[(x, y)] for x, y, _ in inst.taps], abs=1e-12)
-        assert [t.band for t in rec.taps] == [b for _, _, b in inst.taps]
+        expected = [(t.x, t.y, t.band) if isinstance(t, DataTap) else t for t in inst.taps]
+        assert [t.iou for t in rec.taps] == pytest.approx([ious[(x, y)] for x, y, _ in expected], abs=1e-12)
+        assert [(t.x, t.y, t.band) for t in rec.taps] == expected
         assert rec.center_iou == pytest.approx(ious[inst.center], abs=1e-12)
 
 

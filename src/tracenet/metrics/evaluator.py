@@ -34,8 +34,16 @@ class InstanceTaps:
     ann_id: int
     category_id: int
     mask: np.ndarray  # H×W bool
-    taps: Sequence[tuple[int, int, int]]  # (x, y, band)
+    taps: Sequence  # (x, y, band) tuples or objects with .x .y .band (tracenet.data.clicks.Tap)
     center: tuple[int, int]
+
+
+def _xyb(tap) -> tuple[int, int, int]:
+    """(x, y, band) of a tap given as a tuple or as an object with ``x``, ``y``, ``band``."""
+    if hasattr(tap, "band"):
+        return int(tap.x), int(tap.y), int(tap.band)
+    x, y, band = tap
+    return int(x), int(y), int(band)
 
 
 def cell_grid(geo: Geometry) -> tuple[np.ndarray, np.ndarray]:
@@ -108,10 +116,10 @@ class ImageEvaluator:
         area = int(np.count_nonzero(gt))
         if area == 0:
             raise ValueError(f"instance {inst.ann_id}: empty mask; drop it before evaluation")
-        taps = [(int(x), int(y)) for x, y, _ in inst.taps]
+        taps = [_xyb(t) for t in inst.taps]
         center = (int(inst.center[0]), int(inst.center[1]))
         h, w = gt.shape
-        for x, y in [*taps, center]:
+        for x, y, *_ in [*taps, center]:
             if not (0 <= x < w and 0 <= y < h and gt[y, x]):
                 raise ValueError(
                     f"instance {inst.ann_id}: tap ({x}, {y}) is not on its mask; the clicks do not "
@@ -135,9 +143,7 @@ class ImageEvaluator:
         def iou_at(x: int, y: int) -> float:
             return float(key_ious[key_of_cell[cell_index[int(self.rows[y] * self.ncols + self.cols[x])]]])
 
-        tap_results = tuple(
-            Tap(x, y, int(t[2]), iou_at(x, y)) for (x, y), t in zip(taps, inst.taps, strict=True)
-        )
+        tap_results = tuple(Tap(x, y, band, iou_at(x, y)) for x, y, band in taps)
         return InstanceResult(
             image_id=int(image_id),
             ann_id=int(inst.ann_id),
