@@ -132,3 +132,17 @@ def test_writers_produce_dvc_metrics_plots_and_markdown(records, tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
     md = evaluation_markdown(s)
     assert "| car | 2 |" in md and "## Per band" in md
+
+
+def test_overlays_pick_best_median_worst_and_draw_tap_and_outline(records):
+    from tracenet.metrics.overlays import GT_COLOR, TAP_COLOR, pick_taps, render
+
+    picks = pick_taps(records)
+    assert [(label, tap.iou) for label, _, tap in picks] == [("best", 1.0), ("median", 0.6), ("worst", 0.1)]
+    assert picks[0][1].ann_id == 3
+    image = np.zeros((20, 20, 3), np.uint8)
+    gt = np.zeros((20, 20), bool)
+    gt[5:15, 5:15] = True
+    out = render(image, gt, gt, (10, 10))
+    assert (out[10, 10] == TAP_COLOR).all() and (out[5, 12] == GT_COLOR).all()
+    assert out[10, 3].sum() == 0 and out[2, 2].sum() == 0  # background untouched
