@@ -23,7 +23,9 @@ def engine() -> Engine:
     from tracenet import TraceNet
 
     torch.manual_seed(0)
-    model = TraceNet.build(backbone="resnet18", min_size=96, max_size=160).eval()
+    model = TraceNet.build(
+        backbone="resnet18", min_size=64, max_size=128, fpn_channels=32, mask_branch_channels=16
+    ).eval()
     return Engine(model, ModelInfo("resnet18", "test", None))
 
 
@@ -88,6 +90,13 @@ def test_taps_return_mask_and_figures_and_reuse_the_session_cache(client: TestCl
     overlay = decode_data_url(r1["mask"])
     assert overlay.shape == (80, 120, 4)
     assert int((overlay[..., 3] > 0).sum()) == r1["mask_pixels"]
+    stages = {g["stage"]: g for g in r1["regions"]}
+    assert {"backbone C5", "FPN P3", "heads P3", "heads P7", "mask branch /8"} <= set(stages)
+    assert stages["backbone C5"]["share"] == 1.0  # P7's heads at the tap see all of C5
+    assert 0 < stages["heads P3"]["share"] < 1  # ...while P3's heads need only a window
+    for g in r1["regions"]:
+        x0, y0, x1, y1 = g["box"]
+        assert 0 <= x0 < x1 <= 120 and 0 <= y0 < y1 <= 80, g
 
     full = client.post(f"/api/sessions/{sid}/full").json()
     assert full["tap"] == 1 and full["level"] == r1["level"]

@@ -2,8 +2,8 @@
 
 The server runs as a user would start it (`python -m tracenet serve --checkpoint ...`); the
 test taps the cup of the coffee example twice and checks the overlay, the figures (trace =
-full, trace cheaper) and that the second tap reused the session's region cache. It writes
-docs/images/serve.png, the screenshot the README shows.
+full, trace cheaper), that the second tap reused the session's region cache, and the
+per-stage regions toggle. It writes docs/images/serve.png, the screenshot the README shows.
 """
 
 from __future__ import annotations
@@ -128,6 +128,18 @@ def _overlay_mask_pixels(page) -> int:
     )
 
 
+def _overlay_painted_pixels(page) -> int:
+    return page.evaluate(
+        """() => {
+          const c = document.getElementById('overlay');
+          const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+          let n = 0;
+          for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++;
+          return n;
+        }"""
+    )
+
+
 def test_tap_shows_mask_and_figures_and_second_tap_is_cheaper(server: str, chromium: str) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -171,6 +183,14 @@ def test_tap_shows_mask_and_figures_and_second_tap_is_cheaper(server: str, chrom
             expect(note).to_contain_text("Tap 2 on this image")
             assert _value(page, "trace-macs") < first_macs
             assert page.locator("#message").get_attribute("data-kind") != "error"
+
+            painted = _overlay_painted_pixels(page)
+            page.get_by_label("show the regions RFT computed").check()
+            stages = page.locator("#stage-list label")
+            expect(page.locator("#stages")).to_be_visible()
+            expect(stages.filter(has_text="heads P3")).to_contain_text("%")
+            assert stages.count() >= 10  # backbone C1-C5, FPN and heads P3-P7, mask branch
+            assert _overlay_painted_pixels(page) > painted  # the stage outlines are drawn
             assert not errors, f"the page logged errors: {errors}"
             _save_screenshot(page)
 

@@ -125,7 +125,7 @@ def create_app(
     def _tap(session: Session, body: dict[str, Any], start: float) -> dict[str, Any]:
         with session.using():
             click = check_tap(body.get("x"), body.get("y"), *session.size)
-            result = engine.segment(session.model_session, click)
+            result, regions = engine.segment(session.model_session, click)
             session.taps += 1
             if session.taps == 1:
                 session.first_macs = int(result.macs)
@@ -136,6 +136,7 @@ def create_app(
                 **render.figures(result),
                 "first_macs": session.first_macs,
                 "mask": render.mask_png(result.mask),
+                "regions": regions,
                 "server_seconds": time.perf_counter() - start,
             }
 

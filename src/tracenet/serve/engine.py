@@ -27,7 +27,7 @@ class ModelInfo:
 
 
 class Engine:
-    """Serializes model calls; `segment` and `full` are the two call sites of the model API."""
+    """Serializes model calls; `open_session`, `segment` and `full` are the model's call sites."""
 
     def __init__(self, model: Any, info: ModelInfo) -> None:
         self.model = model
@@ -39,10 +39,14 @@ class Engine:
         with self._lock:
             return self.model.session(image)
 
-    def segment(self, model_session: Any, click: tuple[int, int]) -> Any:
-        """Trace mode through the session, so later taps reuse the crops earlier ones computed."""
+    def segment(self, model_session: Any, click: tuple[int, int]) -> tuple[Any, list[dict[str, Any]]]:
+        """Trace mode through the session (later taps reuse the crops earlier ones computed),
+        and the per-stage regions the tap's RFT plans cover."""
+        from tracenet.serve.regions import tap_regions
+
         with self._lock:
-            return model_session.segment(click)
+            result = model_session.segment(click)
+            return result, tap_regions(self.model, model_session, click, result)
 
     def full(self, image: np.ndarray, click: tuple[int, int]) -> Any:
         """The dense forward on the whole image (FullNet), for the side-by-side figures."""

@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { session: null, width: 0, height: 0, limits: null, busy: false };
+const state = { session: null, width: 0, height: 0, limits: null, busy: false, trace: null, maskImage: null };
+// One hue per family of stages, lighter for coarser strides (like the paper's Figure 2 layers).
+const HUES = { backbone: 210, fpn: 130, heads: 30, mask_branch: 290 };
 
 async function api(path, options = {}) {
   const response = await fetch(path, options);
@@ -35,6 +37,11 @@ const mib = (bytes) => (bytes / 2 ** 20).toFixed(1);
 async function init() {
   $("viewer").addEventListener("click", onTap);
   $("upload").addEventListener("change", onUpload);
+  $("show-regions").addEventListener("change", () => {
+    $("stages").hidden = !$("show-regions").checked || !state.trace;
+    redraw();
+  });
+  $("stage-list").addEventListener("change", redraw);
   try {
     const info = await api("/api/info");
     state.limits = info.limits;
@@ -113,7 +120,10 @@ function resetFigures() {
   delete $("figures").dataset.tap;
   delete $("figures").dataset.fullTap;
   delete $("figures").dataset.maskPixels;
-  $("overlay").getContext("2d").clearRect(0, 0, state.width, state.height);
+  state.trace = state.maskImage = null;
+  $("stage-list").replaceChildren();
+  $("stages").hidden = true;
+  redraw();
 }
 
 async function onTap(event) {
@@ -134,7 +144,10 @@ async function onTap(event) {
     const trace = await timed(() => api(`/api/sessions/${state.session}/taps`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ x, y }),
     }));
-    await drawTap(trace);
+    state.maskImage = await loadImage(trace.mask);
+    state.trace = trace;
+    listStages(trace.regions);
+    redraw();
     showFigures("trace", trace);
     showSession(trace);
     $("figures").dataset.maskPixels = String(trace.mask_pixels);
@@ -186,29 +199,70 @@ function showSession(r) {
   note.dataset.cheaper = String(share < 1);
 }
 
-function drawTap(r) {
+function loadImage(src) {
   return new Promise((resolve, reject) => {
-    const mask = new Image();
-    mask.onload = () => {
-      const ctx = $("overlay").getContext("2d");
-      const line = Math.max(2, Math.round(Math.max(state.width, state.height) / 300));
-      ctx.clearRect(0, 0, state.width, state.height);
-      ctx.drawImage(mask, 0, 0);
-      const [x0, y0, x1, y1] = r.box;
-      ctx.lineWidth = line;
-      ctx.strokeStyle = "#ffd400";
-      ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
-      ctx.beginPath();
-      ctx.arc(r.click[0] + 0.5, r.click[1] + 0.5, 3 * line, 0, 2 * Math.PI);
-      ctx.fillStyle = "#ff2d55";
-      ctx.fill();
-      ctx.strokeStyle = "#ffffff";
-      ctx.stroke();
-      resolve();
-    };
-    mask.onerror = () => reject(new Error("the mask could not be drawn"));
-    mask.src = r.mask;
+    const image = new Image();
+    image.onload = () => resolve(image);
+    image.onerror = () => reject(new Error("the mask could not be drawn"));
+    image.src = src;
   });
+}
+
+function stageColor(region) {
+  const light = 35 + 6 * Math.log2(region.stride);
+  return `hsl(${HUES[region.family]}, 90%, ${light}%)`;
+}
+
+function listStages(regions) {
+  const shown = new Set([...$("stage-list").querySelectorAll("input:checked")].map((i) => i.dataset.stage));
+  const fresh = shown.size === 0;
+  const rows = regions.map((region) => {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.dataset.stage = region.stage;
+    box.checked = fresh ? region.family !== "backbone" : shown.has(region.stage);
+    const swatch = document.createElement("span");
+    swatch.className = "swatch";
+    swatch.style.borderColor = stageColor(region);
+    const share = document.createElement("span");
+    share.className = "share";
+    share.textContent = `${(100 * region.share).toFixed(1)}%`;
+    label.append(box, swatch, region.stage, share);
+    return label;
+  });
+  $("stage-list").replaceChildren(...rows);
+  $("stages").hidden = !$("show-regions").checked;
+}
+
+function redraw() {
+  const ctx = $("overlay").getContext("2d");
+  ctx.clearRect(0, 0, state.width, state.height);
+  const r = state.trace;
+  if (!r) return;
+  const line = Math.max(2, Math.round(Math.max(state.width, state.height) / 300));
+  ctx.drawImage(state.maskImage, 0, 0);
+  if ($("show-regions").checked) {
+    const checked = new Set([...$("stage-list").querySelectorAll("input:checked")].map((i) => i.dataset.stage));
+    ctx.lineWidth = line;
+    for (const region of r.regions.filter((g) => checked.has(g.stage))) {
+      const [x0, y0, x1, y1] = region.box;
+      ctx.setLineDash(region.family === "heads" ? [] : [3 * line, 2 * line]);
+      ctx.strokeStyle = stageColor(region);
+      ctx.strokeRect(x0 + line / 2, y0 + line / 2, x1 - x0 - line, y1 - y0 - line);
+    }
+    ctx.setLineDash([]);
+  }
+  const [x0, y0, x1, y1] = r.box;
+  ctx.lineWidth = line;
+  ctx.strokeStyle = "#ffd400";
+  ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  ctx.beginPath();
+  ctx.arc(r.click[0] + 0.5, r.click[1] + 0.5, 3 * line, 0, 2 * Math.PI);
+  ctx.fillStyle = "#ff2d55";
+  ctx.fill();
+  ctx.strokeStyle = "#ffffff";
+  ctx.stroke();
 }
 
 init();
