@@ -1,0 +1,1 @@
+"""Datasets (COCO, LVIS, the synthetic default), download, transforms and click simulation."""
