@@ -38,7 +38,7 @@ class InstanceTaps:
     center: tuple[int, int]
 
 
-def _xyb(tap) -> tuple[int, int, int]:
+def tap_xyb(tap) -> tuple[int, int, int]:
     """(x, y, band) of a tap given as a tuple or as an object with ``x``, ``y``, ``band``."""
     if hasattr(tap, "band"):
         return int(tap.x), int(tap.y), int(tap.band)
@@ -116,7 +116,7 @@ class ImageEvaluator:
         area = int(np.count_nonzero(gt))
         if area == 0:
             raise ValueError(f"instance {inst.ann_id}: empty mask; drop it before evaluation")
-        taps = [_xyb(t) for t in inst.taps]
+        taps = [tap_xyb(t) for t in inst.taps]
         center = (int(inst.center[0]), int(inst.center[1]))
         h, w = gt.shape
         for x, y, *_ in [*taps, center]:
