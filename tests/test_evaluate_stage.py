@@ -64,3 +64,18 @@ def test_ablation_taps_round_robin_over_instances(split):
     assert taps[0].click == split.taps[100][0][:2] and taps[2].click == split.taps[100][1][:2]
     with pytest.raises(ValueError, match="max_images >= 1"):
         list(ablation_taps(split, max_images=0, taps_per_image=5))
+
+
+@pytest.mark.slow
+def test_wandb_tables_and_overlays_land_in_an_offline_run(tmp_path, monkeypatch):
+    """Starts a real (offline) W&B run: the wandb service takes seconds to come up."""
+    from tracenet.images import save_png
+    from tracenet.metrics.breakdowns import summarize
+    from tracenet.metrics.records import InstanceResult, Tap
+    from tracenet.metrics.wandb_log import log_evaluation
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    rec = InstanceResult(1, 2, 1, 4, (Tap(0, 0, 0, 0.8),), 0.8, np.array([0.8]), np.array([4]))
+    png = save_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "best.png")
+    log_evaluation({"project": "tracenet-test"}, tmp_path, "eval-test", summarize([rec]), [png])
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
