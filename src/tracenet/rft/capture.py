@@ -63,7 +63,9 @@ class Capture:
         return sum(self.full_macs.values())
 
 
-def _inline_into(graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]) -> fx.Node | None:
+def _inline_into(
+    graph: fx.Graph, gm: fx.GraphModule, node: fx.Node, env: dict[fx.Node, Any]
+) -> fx.Node | None:
     """Copies the traced body of a non-leaf call_module node into `graph` (None if it cannot)."""
     try:
         sub = fx.symbolic_trace(gm.get_submodule(node.target))
@@ -157,6 +159,9 @@ def _outputs(gm: fx.GraphModule) -> dict[Hashable, fx.Node]:
 
 
 def _capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Capture:
+    training = [name for name, m in model.named_modules() if m.training]
+    if training:
+        raise ValueError(f"submodule {training[0]!r} is in training mode; call model.eval() before trace()")
     gm = _graph_module(model)
     sources = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(sources) != 1:

@@ -190,9 +190,8 @@ def trace(
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"trace expects an nn.Module, got {type(model).__name__}")
     shape = _check_shape(input_shape)
-    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
-    if training:
-        raise ValueError(f"model is in training mode ({training[0]}...); call model.eval() before trace()")
+    if model.training:
+        raise ValueError(f"{type(model).__name__} is in training mode; call model.eval() before trace()")
     cap = capture(model, shape)
     boxes = _check_targets(cap, targets)
     key = frozenset(boxes.items())

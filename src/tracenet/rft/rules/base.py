@@ -139,7 +139,9 @@ class Op:
 
     def build(self, box: Box | None) -> Call:
         """A function from the needed input crops to the output crop over `box`."""
-        return generic_call(self.node, self.facts)
+        if not hasattr(self, "_call"):
+            self._call = generic_call(self.node, self.facts)  # box-independent: build once
+        return self._call
 
     def macs(self, box: Box | None, full_macs: int) -> int:
         """MACs on the crop: every rule's op costs in proportion to its output area."""
