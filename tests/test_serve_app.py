@@ -164,3 +164,14 @@ def test_without_a_checkpoint_the_demo_warns_it_is_untrained(tmp_path: Path) -> 
     assert engine.info.backbone == "resnet18" and "randomly initialised" in engine.info.warning
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
         load_engine(tmp_path / "typo.pt")
+
+
+def test_prepare_on_load_moves_the_shared_work_out_of_the_taps(engine: Engine) -> None:
+    with TestClient(create_app(engine, prepare=True)) as c:
+        opened = upload(c, png(120, 80, seed=4)).json()
+        prepared = opened["prepared"]
+        assert prepared["macs"] > 0 and prepared["seconds"] > 0
+        tap = c.post(f"/api/sessions/{opened['session']}/taps", json={"x": 10, "y": 70}).json()
+        assert 0 < tap["macs"] < prepared["macs"]  # the backbone came from the cache
+    with TestClient(create_app(engine)) as c:
+        assert upload(c, png(120, 80, seed=4)).json()["prepared"] is None

@@ -42,8 +42,10 @@ def create_app(
     limits: Limits | None = None,
     max_sessions: int = 8,
     allowed_hosts: list[str] | None = None,
+    prepare: bool = False,
 ) -> FastAPI:
-    """The app for one engine; `allowed_hosts` guards a loopback server against DNS rebinding."""
+    """The app for one engine; `allowed_hosts` guards a loopback server against DNS rebinding;
+    `prepare` precomputes the tap-independent part of the trace when an image is opened."""
     limits = limits or Limits()
     store = SessionStore(max_sessions)
     page = _package_text("index.html")
@@ -104,11 +106,14 @@ def create_app(
             image = await run_in_threadpool(decode_image, data, limits)
         session = await run_in_threadpool(_open, image)
         width, height = session.size
-        return {"session": session.id, "width": width, "height": height}
+        return {"session": session.id, "width": width, "height": height, "prepared": session.prepared}
 
     def _open(image) -> Session:
         session = store.open(image, engine.open_session(image))
         session.photo = render.photo_jpeg(image)
+        if prepare:
+            with session.using():
+                session.prepared = engine.prepare(session.model_session, *session.size)
         return session
 
     @app.get("/api/sessions/{session_id}/image")

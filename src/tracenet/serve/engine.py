@@ -39,6 +39,14 @@ class Engine:
         with self._lock:
             return self.model.session(image)
 
+    def prepare(self, model_session: Any, width: int, height: int) -> dict[str, float]:
+        """A tap at the centre, run when the image is opened and its answer dropped: it fills
+        the region cache with what every tap needs whole (the backbone, since P7's heads see
+        the whole image), so the user's taps only compute their own windows."""
+        with self._lock:
+            result = model_session.segment((width // 2, height // 2))
+        return {"macs": int(result.macs), "seconds": float(result.seconds)}
+
     def segment(self, model_session: Any, click: tuple[int, int]) -> tuple[Any, list[dict[str, Any]]]:
         """Trace mode through the session (later taps reuse the crops earlier ones computed),
         and the per-stage regions the tap's RFT plans cover."""

@@ -28,8 +28,11 @@ def run_server(
     checkpoint: str | Path | None = None,
     limits: Limits | None = None,
     max_sessions: int = 8,
+    prepare: bool = False,
+    threads: int | None = None,
 ) -> int:
     """Serve until interrupted; says which model it serves, loudly when it is untrained."""
+    import torch
     import uvicorn
 
     from tracenet.serve.app import create_app
@@ -37,6 +40,10 @@ def run_server(
 
     if not 0 < port < 65536:
         raise ValueError(f"port must be in 1..65535, got {port}")
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     engine = load_engine(checkpoint)
     print(f"tracenet serve: model {engine.info.backbone} from {engine.info.source}", file=sys.stderr)
     if engine.info.warning:
@@ -47,9 +54,8 @@ def run_server(
             f"tracenet serve: WARNING: listening on {host}: anyone who can reach this machine can use the demo",
             file=sys.stderr,
         )
-    app = create_app(
-        engine, limits, max_sessions, allowed_hosts=LOOPBACK_NAMES if host in LOOPBACK_NAMES else None
-    )
+    allowed = LOOPBACK_NAMES if host in LOOPBACK_NAMES else None
+    app = create_app(engine, limits, max_sessions, allowed_hosts=allowed, prepare=prepare)
     shown = f"[{host}]" if ":" in host else host
     print(f"tracenet serve: open http://{shown}:{port}/ (Ctrl+C to stop)", file=sys.stderr)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -27,6 +27,7 @@ class Session:
     image: np.ndarray
     model_session: Any
     photo: bytes = b""  # the image as the page shows it (JPEG)
+    prepared: dict[str, float] | None = None  # cost of the precomputation on load, if any
     taps: int = 0
     first_macs: int = 0
     last: Any = None  # (tap, click, trace result) of the latest tap, for the full-mode comparison

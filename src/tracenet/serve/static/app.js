@@ -91,6 +91,11 @@ async function openSession(url, options, credit, button) {
     overlay.width = opened.width;
     overlay.height = opened.height;
     resetFigures();
+    $("prepared").hidden = !opened.prepared;
+    if (opened.prepared) {
+      $("prepared").textContent = `Prepared when the image was opened: ${gmac(opened.prepared.macs)} in ` +
+        `${ms(opened.prepared.seconds)} (the backbone every tap needs whole), so taps only compute their own windows.`;
+    }
     for (const b of $("examples").children) b.setAttribute("aria-pressed", String(b === button));
     $("credit").textContent = credit;
     say(`${opened.width}×${opened.height} image ready: tap an object.`);
