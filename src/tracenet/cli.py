@@ -57,6 +57,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-sessions", type=int, default=8, help="images kept with their region caches")
     parser.add_argument("--max-upload-mib", type=float, default=10.0, help="largest upload accepted, in MiB")
     parser.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels")
+    parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="on opening an image, precompute what every tap needs (the backbone) so taps answer fast",
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
 
 def _run_serve(args: argparse.Namespace) -> int:
@@ -70,7 +76,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     try:
         limits = Limits(max_bytes=int(args.max_upload_mib * 2**20), max_side=args.max_side)
-        return run_server(args.host, args.port, args.checkpoint, limits, args.max_sessions)
+        return run_server(
+            args.host, args.port, args.checkpoint, limits, args.max_sessions, args.prepare, args.threads
+        )
     except (FileNotFoundError, ValueError) as err:
         raise UserError(str(err)) from None
 
