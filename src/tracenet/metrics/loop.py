@@ -17,6 +17,8 @@ from tracenet.metrics.evaluator import ImageEvaluator, InstanceTaps
 from tracenet.metrics.records import InstanceResult, merge
 
 TapTable = Mapping[int, Sequence[tuple[int, int, int]]]  # ann_id -> [(x, y, band), ...]
+# The center tap: ann_id -> (x, y) (the clicks file's), or computed from the mask.
+Centers = Mapping[int, tuple[int, int]] | Callable[[np.ndarray], tuple[int, int]]
 
 
 def collate_items(batch: list[dict]) -> list[dict]:
@@ -28,7 +30,7 @@ def evaluate_item(
     model,
     item: dict,
     taps: TapTable,
-    center: Callable[[np.ndarray], tuple[int, int]],
+    center: Centers,
     chunk: int = 256,
 ) -> list[InstanceResult]:
     """All instances of one dataset item that have taps (instances without taps are skipped:
@@ -42,7 +44,8 @@ def evaluate_item(
     out = []
     for k in todo:
         mask = np.asarray(masks[k], dtype=bool)
-        inst = InstanceTaps(ann_ids[k], int(labels[k]), mask, taps[ann_ids[k]], center(mask))
+        c = center[ann_ids[k]] if isinstance(center, Mapping) else center(mask)
+        inst = InstanceTaps(ann_ids[k], int(labels[k]), mask, taps[ann_ids[k]], c)
         out.append(ev.evaluate(inst, int(item["image_id"])))
     return out
 
@@ -50,9 +53,7 @@ def evaluate_item(
 class EvaluationModule(L.LightningModule):
     """Wraps a TraceNet for ``Trainer.predict``; ``records`` holds the merged results afterwards."""
 
-    def __init__(
-        self, model, taps: TapTable, center: Callable[[np.ndarray], tuple[int, int]], chunk: int = 256
-    ) -> None:
+    def __init__(self, model, taps: TapTable, center: Centers, chunk: int = 256) -> None:
         super().__init__()
         self.model = model.eval()
         self.taps = taps
@@ -83,7 +84,7 @@ def evaluate_dataset(
     model,
     dataset,
     taps: TapTable,
-    center: Callable[[np.ndarray], tuple[int, int]],
+    center: Centers,
     *,
     chunk: int = 256,
     num_workers: int = 0,

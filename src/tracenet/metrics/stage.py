@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tracenet.data.clicks import center_click
 from tracenet.metrics.ablation import AblationTap, run_ablation, summarize_ablation
 from tracenet.metrics.breakdowns import summarize
 from tracenet.metrics.evaluator import tap_xyb
-from tracenet.metrics.loop import TapTable, evaluate_dataset
+from tracenet.metrics.loop import Centers, TapTable, evaluate_dataset
 from tracenet.metrics.overlays import write_overlays
 from tracenet.metrics.report import (
     ablation_markdown,
@@ -27,11 +28,31 @@ from tracenet.metrics.report import (
 @dataclass(frozen=True)
 class Split:
     """A dataset split ready to evaluate: items as tracenet.data datasets give them, the taps
-    table (ann_id -> taps) and category names for the per-category breakdown."""
+    table (ann_id -> taps) and the names of the items' labels (the dataset's contiguous
+    category labels, which the per-category breakdown reports as ``category_id``)."""
 
     dataset: Sequence[dict]
     taps: TapTable
     category_names: Mapping[int, str]
+    centers: Centers = center_click
+
+
+def open_split(data: Mapping, split: str, clicks: str | Path, max_images: int | None = None) -> Split:
+    """The ``split`` of the ``data`` config block (its first ``max_images`` images) with the
+    taps and center taps of the clicks stage's file for that split."""
+    from torch.utils.data import Subset
+
+    from tracenet.data.clicks_file import read_centers, read_clicks
+    from tracenet.data.coco import build_dataset
+
+    taps, centers = read_clicks(clicks), read_centers(clicks)
+    full = build_dataset(data, split)
+    dataset = full
+    if max_images is not None:
+        if max_images < 1:
+            raise ValueError(f"evaluation.max_images must be null or >= 1, got {max_images}")
+        dataset = Subset(full, range(min(max_images, len(full))))
+    return Split(dataset, taps, dict(enumerate(full.category_names)), centers)
 
 
 def _hwc(item: dict) -> np.ndarray:
@@ -65,15 +86,13 @@ def evaluate_split(
     progress: bool = True,
 ) -> tuple[dict, list[Path]]:
     """Evaluate every tapped instance; write metrics, plots, the report and the overlays."""
-    from tracenet.data.clicks import center_click
-
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     records = evaluate_dataset(
         model,
         split.dataset,
         split.taps,
-        center_click,
+        split.centers,
         chunk=chunk,
         num_workers=num_workers,
         accelerator=accelerator,
