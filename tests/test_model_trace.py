@@ -1,0 +1,147 @@
+"""Trace mode (RFT) against full mode: same heads and masks, fewer MACs, sessions reuse crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tracenet import TraceNet
+from tracenet.models.config import LEVELS
+
+SMALL = {"fpn_channels": 32, "mask_branch_channels": 16, "min_size": 160, "max_size": 240}
+
+
+def _diamond_params(g: torch.Generator) -> torch.Tensor:
+    """Dynamic-head parameters whose mask is a diamond around the tap's cell, bent by the mask
+    features: partial masks that depend on both, so IoU checks compare real masks."""
+    w1 = torch.zeros(8, 10)
+    w1[0, 0], w1[1, 0], w1[2, 1], w1[3, 1] = 1, -1, 1, -1  # |rx|, |ry| through ReLUs
+    w1[4:, 2:] = torch.randn(4, 8, generator=g) * 0.2
+    w3 = torch.tensor([-4.0, -4, -4, -4, 1, -1, 1, -1])
+    return torch.cat([w1.flatten(), torch.eye(8).flatten(), w3, torch.zeros(16), torch.ones(1)])
+
+
+def random_model(backbone: str = "resnet18", seed: int = 0, **options) -> TraceNet:
+    """Random weights with randomized BatchNorm statistics; the controller's bias gives
+    diamond-shaped masks (see _diamond_params) and its weights vary them per location."""
+    torch.manual_seed(seed)
+    model = TraceNet.build(backbone=backbone, **{**SMALL, **options})
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    with torch.no_grad():
+        model.dense.heads.controller.weight.normal_(0, 0.01, generator=g)
+        model.dense.heads.controller.bias.copy_(_diamond_params(g))
+        model.dense.heads.box_pred.bias.fill_(2.0)  # boxes of a few strides: regions larger than a cell
+    return model.eval()
+
+
+def head_diff(a, b) -> float:
+    return max(
+        ((a.heads[lvl][k] - b.heads[lvl][k]).abs().max() / b.heads[lvl][k].abs().max().clamp(min=1.0)).item()
+        for lvl in LEVELS
+        for k in a.heads[lvl]
+    )
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else (a & b).sum() / union
+
+
+@pytest.fixture(scope="module")
+def model() -> TraceNet:
+    return random_model()
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return (np.random.default_rng(1).random((120, 170, 3)) * 255).astype(np.uint8)
+
+
+TAPS = [(0, 0), (169, 119), (169, 0), (0, 119), (85, 60), (3, 60), (168, 30), (40, 118)]
+
+
+@pytest.mark.parametrize("click", TAPS)
+def test_trace_equals_full_at_corners_borders_and_inside(model, image, click):
+    full = model.segment(image, click=click, mode="full")
+    trace = model.segment(image, click=click, mode="trace")
+    assert head_diff(trace, full) <= 1e-4
+    assert trace.level == full.level and trace.region == full.region
+    assert iou(trace.mask, full.mask) >= 0.999
+    assert trace.macs < full.macs
+
+
+def test_masks_are_not_vacuous(model, image):
+    areas = [model.segment(image, click=c, mode="full").mask.mean() for c in TAPS]
+    assert sum(0 < a < 0.9 for a in areas) >= 3, areas  # the IoU checks above compare real masks
+
+
+def test_explicit_box_fixes_the_region_in_both_modes(model, image):
+    box = (30, 20, 150, 100)
+    full = model.segment(image, click=(90, 60), mode="full", box=box)
+    trace = model.segment(image, click=(90, 60), mode="trace", box=box)
+    assert full.region == trace.region
+    y0, y1, x0, x1 = full.region
+    s = 160 / 120  # resized pixels per input pixel
+    assert y0 * 8 <= 20 * s and y1 * 8 >= 100 * s and x0 * 8 <= 30 * s and x1 * 8 >= 150 * s
+    assert iou(trace.mask, full.mask) >= 0.999 and full.mask.any()
+
+
+def test_session_reuses_crops_and_matches_full(model, image):
+    clicks = [(20, 20), (150, 100), (22, 21)]
+    full_macs = model.full_macs(model.prepare(image).tensor.shape)
+    with model.session(image) as s:
+        first = s.segment(clicks[0])
+        second = s.segment(clicks[1])
+        again = s.segment(clicks[2])  # same cells as the first tap: everything is cached
+        many = s.segment_many(clicks)
+    assert second.macs < first.macs and again.macs < 0.05 * full_macs
+    for click, r in zip(clicks, many, strict=True):
+        full = model.segment(image, click=click, mode="full")
+        assert head_diff(r, full) <= 1e-4 and iou(r.mask, full.mask) >= 0.999
+    with pytest.raises(RuntimeError, match="closed"):
+        s.segment(clicks[0])
+
+
+def test_trace_rejects_bad_taps_like_full(model, image):
+    with pytest.raises(ValueError, match="outside"):
+        model.segment(image, click=(170, 5), mode="trace")
+
+
+@pytest.mark.slow
+def test_trace_equals_full_on_coco_images(coco_mini):
+    """The issue's exactness check at small scale: >= 50 taps on real val images."""
+    import contextlib
+    import io
+
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(coco_mini / "annotations" / "instances_val2017.json"))
+    model = random_model(min_size=192, max_size=320)
+    rng = np.random.default_rng(0)
+    n, worst_diff, worst_iou = 0, 0.0, 1.0
+    for img_id in coco.getImgIds()[:6]:
+        info = coco.loadImgs(img_id)[0]
+        image = np.asarray(Image.open(coco_mini / "val2017" / info["file_name"]).convert("RGB"))
+        h, w = image.shape[:2]
+        taps = [(0, 0), (w - 1, h - 1), (w - 1, 0), (0, h - 1), (int(rng.integers(w)), h - 1)]
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False))[:4]:
+            ys, xs = np.nonzero(coco.annToMask(ann))
+            if len(ys):
+                i = rng.integers(len(ys))
+                taps.append((int(xs[i]), int(ys[i])))
+        with model.session(image) as s:
+            for tap in taps:
+                full = model.segment(image, click=tap, mode="full")
+                trace = s.segment(tap)
+                worst_diff = max(worst_diff, head_diff(trace, full))
+                worst_iou = min(worst_iou, iou(trace.mask, full.mask))
+                n += 1
+    assert n >= 50
+    assert worst_diff <= 1e-4 and worst_iou >= 0.999
