@@ -135,3 +135,22 @@ def test_dataset_loop_merges_items_and_skips_instances_without_taps(model, scene
     direct = ImageEvaluator(model, image).evaluate(instances[1], 6)
     assert records[1].tap_ious == direct.tap_ious
     assert np.array_equal(records[1].pixel_counts, direct.pixel_counts)
+
+
+def test_rank_shards_are_gathered_and_merged(tmp_path):
+    """The DDP path of the predict loop: per-rank records all-gathered, then merged by ann_id."""
+    import torch.distributed as dist
+
+    from tracenet.metrics.loop import EvaluationModule
+    from tracenet.metrics.records import InstanceResult, Tap
+
+    module = EvaluationModule(torch.nn.Module(), taps={}, center=lambda m: (0, 0))
+    module._shard = [
+        InstanceResult(1, k, 1, 1, (Tap(0, 0, 0, 0.5),), 0.5, np.array([0.5]), np.array([1])) for k in (9, 4)
+    ]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        module.on_predict_epoch_end()
+    finally:
+        dist.destroy_process_group()
+    assert [r.ann_id for r in module.records] == [4, 9]
