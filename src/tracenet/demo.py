@@ -22,7 +22,9 @@ def project_root() -> Path:
 
 def run_demo(force: bool = False) -> int:
     root = project_root()
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "WANDB_ERROR_REPORTING": "false"}
+    # Stage commands run `python`: put this interpreter's folder (the venv) first on PATH.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "WANDB_ERROR_REPORTING": "false"}
     dvc = shutil.which("dvc", path=str(Path(sys.executable).parent)) or "dvc"
     if not (root / ".dvc").is_dir():
         subprocess.run([dvc, "init", "--quiet"], cwd=root, env=env, check=True)
