@@ -1,0 +1,136 @@
+"""Cost of one tap, FullNet vs TraceNet, side by side on real images.
+
+    python -m tracenet.models.benchmark [--backbones resnet50 resnet101 mobilenet_v3_large]
+        [--data ../shared/data/coco_mini] [--images 3] [--min-size 800 --max-size 1333]
+
+Taps are pixels inside COCO val instances (area > 500) with ``box`` = the instance's box, so
+the mask region is fixed by the data, not by random weights. Each tap runs full then trace,
+interleaved, so CPU contention hits both alike. MACs: one multiply-add = 1 (the paper's
+"FLOPs"). "2nd tap" is the second instance tapped in one session (the region cache kept).
+Weights are random (BatchNorm statistics randomized); the cost does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
+
+
+def instance_taps(data: Path, n_images: int, seed: int = 0):
+    """(image, [(tap, box), ...]) for the first val images with at least one instance."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    ann_file = data / "annotations" / "instances_val2017.json"
+    if not ann_file.is_file():
+        raise FileNotFoundError(f"{ann_file} not found: pass --data DIR holding annotations/ and val2017/")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(ann_file))
+    rng = np.random.default_rng(seed)
+    for img_id in coco.getImgIds():
+        if n_images <= 0:
+            return
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > 500]
+        if not anns:
+            continue
+        info = coco.loadImgs(img_id)[0]
+        image = np.asarray(Image.open(data / "val2017" / info["file_name"]).convert("RGB"))
+        taps = []
+        for a in anns[:2]:
+            ys, xs = np.nonzero(coco.annToMask(a))
+            i = rng.integers(len(ys))
+            x, y, w, h = a["bbox"]
+            taps.append(((int(xs[i]), int(ys[i])), (x, y, x + w, y + h)))
+        n_images -= 1
+        yield image, taps
+
+
+def randomized(backbone: str, **options):
+    from tracenet import TraceNet
+
+    torch.manual_seed(0)
+    model = TraceNet.build(backbone=backbone, **options)
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    return model.eval()
+
+
+def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
+    model = randomized(backbone, **options)
+    rows = {"full_macs": [], "trace_macs": [], "second_macs": [], "full_s": [], "trace_s": []}
+    for image, taps in instance_taps(data, n_images):
+        for tap, box in taps:
+            t0 = time.perf_counter()
+            full = model.segment(image, click=tap, mode="full", box=box)
+            rows["full_s"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            trace = model.segment(image, click=tap, mode="trace", box=box)
+            rows["trace_s"].append(time.perf_counter() - t0)
+            rows["full_macs"].append(full.macs)
+            rows["trace_macs"].append(trace.macs)
+        if len(taps) >= 2:
+            with model.session(image) as s:
+                s.segment(taps[0][0], box=taps[0][1])
+                second = s.segment(taps[1][0], box=taps[1][1])
+            rows["second_macs"].append(second.macs / full.macs)  # full: the same (last) tap
+    full_g = statistics.mean(rows["full_macs"]) / 1e9
+    trace_g = statistics.mean(rows["trace_macs"]) / 1e9
+    return {
+        "backbone": backbone,
+        "taps": len(rows["full_macs"]),
+        "full_gmacs": round(full_g, 2),
+        "trace_gmacs": round(trace_g, 2),
+        "macs_ratio": round(
+            statistics.mean(t / f for t, f in zip(rows["trace_macs"], rows["full_macs"], strict=True)), 3
+        ),
+        "second_tap_ratio": round(statistics.mean(rows["second_macs"]), 3) if rows["second_macs"] else None,
+        "full_s_median": round(statistics.median(rows["full_s"]), 3),
+        "trace_s_median": round(statistics.median(rows["trace_s"]), 3),
+        "wall_ratio": round(
+            statistics.median(t / f for t, f in zip(rows["trace_s"], rows["full_s"], strict=True)), 3
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101", "mobilenet_v3_large"])
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="COCO folder with annotations/, val2017/")
+    p.add_argument("--images", type=int, default=3)
+    p.add_argument("--min-size", type=int, default=800)
+    p.add_argument("--max-size", type=int, default=1333)
+    p.add_argument("--json", action="store_true", help="also print one JSON line per backbone")
+    args = p.parse_args(argv)
+    if args.images < 1:
+        p.error("--images must be >= 1")
+    from rich.console import Console
+    from rich.table import Table
+
+    torch.set_grad_enabled(False)
+    table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
+    for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "2nd tap/full",
+                "full s (median)", "trace s (median)", "wall trace/full"):  # fmt: skip
+        table.add_column(col, justify="right")
+    for backbone in args.backbones:
+        r = bench(backbone, args.data, args.images, min_size=args.min_size, max_size=args.max_size)
+        if args.json:
+            print(json.dumps(r), flush=True)
+        table.add_row(*(str(v) for v in r.values()))
+    Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
