@@ -119,6 +119,12 @@ class InstanceDataset(torch.utils.data.Dataset):
     def image_ids(self) -> list[int]:
         return [int(e["id"]) for e in self._entries]
 
+    @property
+    def num_annotations(self) -> int:
+        """Annotations that pass the crowd/area filters on the dataset's images (before
+        decoding, which may still drop degenerate ones)."""
+        return sum(len(self._anns.get(int(e["id"]), ())) for e in self._entries)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -176,6 +182,8 @@ class ConcatInstanceDataset(torch.utils.data.ConcatDataset):
         super().__init__(parts)
         self.label_offsets = np.cumsum([0] + [len(p.categories) for p in parts[:-1]]).tolist()
         self.categories = [(i, cid) for i, p in enumerate(parts) for cid in p.categories]
+        self.category_names = [name for p in parts for name in p.category_names]
+        self.num_annotations = sum(p.num_annotations for p in parts)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         part = int(np.searchsorted(self.cumulative_sizes, index, side="right"))

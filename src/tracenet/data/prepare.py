@@ -16,9 +16,7 @@ from tracenet.data.synthetic import generate_split, spec_from_config
 
 def _count(data: Mapping[str, Any], split: str) -> dict[str, int]:
     dataset = build_dataset(data, split)  # raises early, naming what is missing
-    parts = getattr(dataset, "datasets", [dataset])
-    anns = sum(len(anns) for part in parts for anns in part._anns.values())
-    return {"images": len(dataset), "instances": anns}
+    return {"images": len(dataset), "instances": dataset.num_annotations}
 
 
 def prepare(data: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
