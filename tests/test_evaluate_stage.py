@@ -79,3 +79,25 @@ def test_wandb_tables_and_overlays_land_in_an_offline_run(tmp_path, monkeypatch)
     png = save_png(np.zeros((8, 8, 3), np.uint8), tmp_path / "best.png")
     log_evaluation({"project": "tracenet-test"}, tmp_path, "eval-test", summarize([rec]), [png])
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_lvis_split_is_evaluated_with_lvis_category_names(lvis_val_100, tmp_path):
+    """LVIS through the `lvis` package: its categories name the per-category rows."""
+    from torch.utils.data import Subset
+
+    from tracenet.data.clicks_file import read_centers, read_clicks, simulate_split, write_clicks
+    from tracenet.data.coco import InstanceDataset
+
+    full = InstanceDataset(
+        lvis_val_100 / "lvis_val_100.json", lvis_val_100 / "images", format="lvis", skip_missing_images=True
+    )
+    ds = Subset(full, [0])
+    clicks = write_clicks(*simulate_split(full, seed=0), tmp_path / "val.csv")
+    split = Split(ds, read_clicks(clicks), dict(enumerate(full.category_names)), read_centers(clicks))
+    summary, _ = evaluate_split(small_model(), split, tmp_path / "eval", progress=False)
+    names = {r["name"] for r in summary["per_category"].values()}
+    expected = {full.category_names[int(label)] for label in ds[0]["labels"]}
+    assert names == expected and not names & {str(i) for i in range(2000)}
+    assert summary["overall"]["instances"] == len(ds[0]["ann_ids"])
