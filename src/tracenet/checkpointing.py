@@ -36,6 +36,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 torch.save(checkpoint, f)
                 f.flush()
                 os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide checkpoints from the group
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
