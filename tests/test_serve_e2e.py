@@ -63,6 +63,16 @@ def _visible_checkpoint(path: Path) -> Path:
     return model.save_checkpoint(path)
 
 
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (64, 48), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -200,6 +210,16 @@ def test_tap_shows_mask_and_figures_and_second_tap_is_cheaper(server: str, chrom
             page.mouse.click(viewer["x"] + 4, viewer["y"] + 4)
             expect(page.locator("#message")).to_contain_text("outside the 600×400 image")
             expect(page.locator("#message")).to_have_attribute("data-kind", "error")
+
+            # Uploads: a GIF is refused by content, with the server's message; a PNG opens.
+            gif = {"name": "clip.gif", "mimeType": "image/gif", "buffer": b"GIF89a" + bytes(64)}
+            page.set_input_files("#upload", files=[gif])
+            expect(page.locator("#message")).to_contain_text("not a PNG, JPEG or WebP image")
+            page.set_input_files(
+                "#upload", files=[{"name": "grey.png", "mimeType": "image/png", "buffer": _png()}]
+            )
+            expect(page.locator("#message")).to_contain_text("64×48 image ready", timeout=60_000)
+            expect(page.locator("#credit")).to_contain_text("grey.png")
         finally:
             context.close()
 

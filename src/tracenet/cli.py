@@ -54,7 +54,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint",
         help="model checkpoint (default: outputs/train/model.pt; without it, an untrained resnet18 with a warning)",
     )
-    parser.add_argument("--max-sessions", type=int, default=8, help="images kept with their region caches")
+    parser.add_argument(
+        "--max-sessions",
+        type=int,
+        default=4,
+        help="images kept with their region caches (~0.7 GB each, R-18 800x1333)",
+    )
     parser.add_argument("--max-upload-mib", type=float, default=10.0, help="largest upload accepted, in MiB")
     parser.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels")
     parser.add_argument(

@@ -40,7 +40,7 @@ def _package_text(name: str) -> str:
 def create_app(
     engine: Engine,
     limits: Limits | None = None,
-    max_sessions: int = 8,
+    max_sessions: int = 4,
     allowed_hosts: list[str] | None = None,
     prepare: bool = False,
 ) -> FastAPI:

@@ -27,7 +27,7 @@ def run_server(
     port: int = 8000,
     checkpoint: str | Path | None = None,
     limits: Limits | None = None,
-    max_sessions: int = 8,
+    max_sessions: int = 4,
     prepare: bool = False,
     threads: int | None = None,
 ) -> int:

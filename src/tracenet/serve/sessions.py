@@ -61,7 +61,7 @@ def _expired() -> InputError:
 class SessionStore:
     """Thread-safe LRU of sessions; the least recently used one is closed when full."""
 
-    def __init__(self, max_sessions: int = 8) -> None:
+    def __init__(self, max_sessions: int = 4) -> None:
         if max_sessions < 1:
             raise ValueError(f"max_sessions must be at least 1, got {max_sessions}")
         self.max_sessions = max_sessions
