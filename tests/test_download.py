@@ -169,3 +169,15 @@ def test_synthetic_download_is_a_stated_noop(tmp_path: Path):
 def test_unknown_source_is_rejected(tmp_path: Path):
     with pytest.raises(ValueError, match="unknown download source"):
         download_dataset(["coco2099"], tmp_path)
+
+
+def test_not_enough_disk_space_fails_before_writing(tmp_path: Path, monkeypatch):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda _: usage(100, 90, 10))
+    payload = make_zip()
+    with Server(payload, drops=0) as server, pytest.raises(DownloadError, match="GiB free"):
+        download_file(server.url, tmp_path / "pack.zip", **FAST)
+    assert list(tmp_path.iterdir()) == []

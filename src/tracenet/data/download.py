@@ -27,7 +27,8 @@ import time
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,6 +109,33 @@ def _total(response, offset: int) -> int | None:
     return int(length) + offset if length is not None else None
 
 
+def _check_space(dest: Path, total: int | None, offset: int) -> None:
+    """Fail before writing when the archive cannot fit (COCO train is about 18 GiB)."""
+    if total is None:
+        return
+    free = shutil.disk_usage(dest.parent).free
+    if free < total - offset:
+        raise DownloadError(
+            f"{dest.name} needs {(total - offset) / 2**30:.1f} GiB more but {dest.parent} has "
+            f"{free / 2**30:.1f} GiB free; free some space or set paths.data_root elsewhere"
+        )
+
+
+@contextmanager
+def _progress(name: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on an interactive terminal; nothing in logs and tests."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress(
+        *Progress.get_default_columns(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task(name, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
 def _by_hand(url: str, dest: Path, md5: str | None) -> str:
     check = f", check that its MD5 is {md5}" if md5 else ""
     return f"To place it by hand: download {url} with any tool{check}, and save it as {dest}, then rerun."
@@ -141,11 +169,14 @@ def download_file(
                     log(f"{url}: server does not resume, restarting the download")
                     offset = 0
                 total = _total(response, offset)
-                with part.open("r+b" if offset else "wb") as f:
+                _check_space(dest, total, offset)
+                with part.open("r+b" if offset else "wb") as f, _progress(dest.name, total) as advance:
                     f.seek(offset)
                     f.truncate()
+                    advance(offset)
                     while block := response.read(chunk):
                         f.write(block)
+                        advance(len(block))
             size = part.stat().st_size
             if total is None or size == total:
                 total = size
