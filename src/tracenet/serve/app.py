@@ -57,7 +57,6 @@ def create_app(
         store.close()  # frees every region cache
 
     app = FastAPI(title="TraceNet demo", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.state.store = store
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
