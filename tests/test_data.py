@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tracenet.data.clicks_file import HEADER, read_centers, read_clicks, simulate_split, write_clicks
-from tracenet.data.coco import ConcatInstanceDataset, InstanceDataset, build_dataset
+from tracenet.data.coco import ConcatInstanceDataset, InstanceDataset, build_dataset, image_path
 from tracenet.data.prepare import prepare
 from tracenet.data.synthetic import CATEGORIES, SyntheticSpec, generate_split, render
 from tracenet.data.transforms import InstanceTransform
@@ -173,7 +173,21 @@ def test_concat_keeps_label_blocks_apart(synthetic_split: Path):
     both = build_dataset({"name": "two", "splits": {"train": [split, split]}}, "train")
     assert isinstance(both, ConcatInstanceDataset) and len(both) == 24
     assert torch.equal(both[12]["labels"], both[0]["labels"] + len(CATEGORIES))
-    assert len(both.categories) == 2 * len(CATEGORIES)
+    assert len(both.categories) == len(both.category_names) == 2 * len(CATEGORIES)
+    with pytest.raises(ValueError, match="single-source"):
+        simulate_split(both)
+
+
+def test_lvis_images_resolve_from_coco_url(tmp_path: Path):
+    (tmp_path / "train2017").mkdir()
+    (tmp_path / "train2017" / "000000000009.jpg").touch()
+    (tmp_path / "000000000025.jpg").touch()
+    url = "http://images.cocodataset.org/{}/{}"
+    nested = image_path(tmp_path, {"coco_url": url.format("train2017", "000000000009.jpg")})
+    assert nested == tmp_path / "train2017" / "000000000009.jpg"
+    flat = image_path(tmp_path, {"coco_url": url.format("val2017", "000000000025.jpg")})
+    assert flat == tmp_path / "000000000025.jpg"
+    assert image_path(tmp_path, {"file_name": "a.jpg"}) == tmp_path / "a.jpg"
 
 
 # --- transforms -----------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ HEADER = ("image_id", "ann_id", "kind", "band", "x", "y")
 
 def simulate_split(dataset, n_bands: int = 5, per_band: int = 5, seed: int = 0) -> tuple[list[tuple], dict]:
     """Rows (see HEADER) for every instance of ``dataset`` (an InstanceDataset) and a summary."""
+    if not hasattr(dataset, "instances"):
+        raise ValueError(
+            f"cannot simulate clicks on a {type(dataset).__name__}: annotation ids are unique per "
+            "source only, so list a single-source split in data.click_splits"
+        )
     rows: list[tuple] = []
     short = Counter()
     instances = 0
