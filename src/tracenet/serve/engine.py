@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_CHECKPOINT = Path("outputs/train/model.pt")
+from tracenet.checkpoints import DEFAULT_CHECKPOINT
+
 FALLBACK_BACKBONE = "resnet18"
 
 
@@ -86,6 +87,6 @@ def load_engine(checkpoint: str | Path | None = None, default: Path = DEFAULT_CH
     warning = (
         f"No trained checkpoint at {default}: this is a randomly initialised {FALLBACK_BACKBONE}, so its "
         "masks are meaningless (the costs and the trace = full equality still hold). Train one with "
-        "`make demo`, or pass --checkpoint PATH."
+        "`make demo` (or `dvc repro train`), or pass --checkpoint PATH."
     )
     return Engine(model, ModelInfo(FALLBACK_BACKBONE, "random initialisation", warning))

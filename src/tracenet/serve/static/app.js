@@ -2,7 +2,9 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { session: null, width: 0, height: 0, limits: null, busy: false, trace: null, maskImage: null };
+const state = {
+  session: null, width: 0, height: 0, limits: null, busy: false, prepared: null, trace: null, maskImage: null,
+};
 // One hue per family of stages, lighter for coarser strides (like the paper's Figure 2 layers).
 const HUES = { backbone: 210, fpn: 130, heads: 30, mask_branch: 290 };
 
@@ -86,7 +88,9 @@ async function openSession(url, options, credit, button) {
   try {
     const opened = await api(url, options);
     await showPhoto(`/api/sessions/${opened.session}/image`);
-    Object.assign(state, { session: opened.session, width: opened.width, height: opened.height });
+    Object.assign(state, {
+      session: opened.session, width: opened.width, height: opened.height, prepared: opened.prepared,
+    });
     const overlay = $("overlay");
     overlay.width = opened.width;
     overlay.height = opened.height;
@@ -195,7 +199,9 @@ function showFigures(mode, r) {
 function showSession(r) {
   const note = $("session-note");
   if (r.tap === 1) {
-    note.textContent = "First tap on this image: later taps reuse the regions it computed.";
+    note.textContent = state.prepared
+      ? "First tap: the backbone came from the preparation on load; later taps also reuse this tap's crops."
+      : "First tap on this image: later taps reuse the regions it computed.";
     return;
   }
   const share = r.macs / r.first_macs;
