@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tracenet.data.clicks import band_index, center_click, dilation_kernel, simulate_clicks
+from tracenet.data.clicks import _distinct, band_index, center_click, dilation_kernel, simulate_clicks
 
 
 def disk(h: int, w: int, cy: float, cx: float, radius: float) -> np.ndarray:
@@ -62,6 +62,17 @@ def test_taps_lie_in_their_bands_on_the_mask():
     assert [sum(t.band == b for t in taps) for b in range(5)] == [5] * 5
     assert len({(t.x, t.y) for t in taps}) == 25  # drawn without replacement
     assert taps.moment == pytest.approx((70.0, 60.0), abs=0.01)
+
+
+def test_band_sampling_is_uniform_without_replacement():
+    rng = np.random.default_rng(0)
+    counts = np.zeros(10)
+    for _ in range(20000):
+        picked = _distinct(10, 3, rng.random(3))
+        assert len(set(picked)) == 3 and all(0 <= i < 10 for i in picked)
+        counts[picked] += 1
+    assert np.allclose(counts / 20000, 0.3, atol=0.015)  # each index in 3 of 10 draws
+    assert sorted(_distinct(4, 5, rng.random(5))) == [0, 1, 2, 3]  # short: all of them
 
 
 def test_same_seed_same_taps_other_seed_other_taps():

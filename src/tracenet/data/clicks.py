@@ -18,11 +18,12 @@ whose corners overlap the next band's sides on elongated instances). The band of
 pixel is computed at once as ``ceil(max(|dy|, |dx|) / r) - 1``, which equals the dilation
 count (tests/test_clicks.py checks it against repeated ``scipy.ndimage.binary_dilation``).
 
-Taps. ``per_band`` mask pixels are drawn per band, uniformly without replacement, from a
-generator seeded by ``seed``; a band with fewer mask pixels yields all it has, and the result
-records it (``Taps.short_bands``). If the moment's pixel is not on the mask (concave or
-ring-shaped instances), the bands grow from the nearest mask pixel instead (Euclidean,
-first in raster order on ties), so band 0 always touches the mask.
+Taps. ``per_band`` mask pixels are drawn per band, uniformly without replacement (partial
+Fisher-Yates on uniforms from ``numpy.random.default_rng(seed)``); a band with fewer mask
+pixels yields all it has, and the result records it (``Taps.short_bands``). If the moment's
+pixel is not on the mask (concave or ring-shaped instances), the bands grow from the
+nearest mask pixel instead (Euclidean, first in raster order on ties), so band 0 always
+touches the mask.
 """
 
 from __future__ import annotations
@@ -115,13 +116,25 @@ def band_index(dy: np.ndarray, dx: np.ndarray, kernel: int, n_bands: int = 5) ->
     return np.maximum(steps(np.asarray(dy)), steps(np.asarray(dx)))
 
 
+def _distinct(size: int, k: int, uniform: np.ndarray) -> list[int]:
+    """min(k, size) distinct indices of range(size), uniformly: the first steps of a
+    Fisher-Yates shuffle over a virtual arange, its swaps kept in a dict (O(k), not O(size))."""
+    swaps: dict[int, int] = {}
+    out = []
+    for j in range(min(k, size)):
+        r = j + int(uniform[j] * (size - j))
+        out.append(swaps.get(r, r))
+        swaps[r] = swaps.get(j, j)
+    return out
+
+
 def _check_counts(n_bands: int, per_band: int) -> None:
     for name, value in (("n_bands", n_bands), ("per_band", per_band)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def simulate_clicks(mask, n_bands: int = 5, per_band: int = 5, seed=0) -> Taps:
+def simulate_clicks(mask, n_bands: int = 5, per_band: int = 5, seed: int | Sequence[int] = 0) -> Taps:
     """``per_band`` taps in each of ``n_bands`` bands around the instance's moment.
 
     ``mask``: H×W bool array (one instance). ``seed``: anything ``np.random.default_rng``
@@ -141,21 +154,19 @@ def simulate_clicks(mask, n_bands: int = 5, per_band: int = 5, seed=0) -> Taps:
     kernel = dilation_kernel(h, w, n_bands=n_bands)
     grid = band_index(np.arange(h)[:, None] - ay, np.arange(w)[None, :] - ax, kernel, n_bands)
     labels = np.where(crop, grid, np.uint8(n_bands)).ravel()  # n_bands: not on the mask
-    order = np.argsort(labels, kind="stable")  # radix sort for uint8: linear
-    sizes = np.bincount(labels, minlength=n_bands + 1)[:n_bands]
-    starts = np.concatenate(([0], np.cumsum(sizes)))
-    rng = np.random.default_rng(seed)
-    taps = []
+    uniform = np.random.default_rng(seed).random((n_bands, per_band))
+    sizes, taps = [], []
     for b in range(n_bands):
-        members = order[starts[b] : starts[b + 1]]
-        picked = members[rng.choice(len(members), size=min(per_band, len(members)), replace=False)]
-        taps.extend(Tap(int(i % w) + x0, int(i // w) + y0, b) for i in picked)
+        members = np.flatnonzero(labels == b)
+        sizes.append(len(members))
+        for i in members[_distinct(len(members), per_band, uniform[b])]:
+            taps.append(Tap(int(i % w) + x0, int(i // w) + y0, b))
     return Taps(
         taps=tuple(taps),
         moment=(float(cx) + x0, float(cy) + y0),
         anchor=(ax + x0, ay + y0),
         kernel=kernel,
-        band_sizes=tuple(int(n) for n in sizes),
+        band_sizes=tuple(sizes),
         per_band=per_band,
     )
 
