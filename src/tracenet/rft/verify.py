@@ -5,6 +5,7 @@ Used by the tests; handy to vet the tracer on a new model."""
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -13,8 +14,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tracenet.rft.boxes import Box
-from tracenet.rft.planner import TracePlan
+from tracenet.rft.boxes import Box, area
+from tracenet.rft.planner import TracePlan, trace
 
 _NONLINEAR_MODULES = (
     nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.SiLU, nn.GELU, nn.Sigmoid, nn.Tanh,
@@ -105,3 +106,45 @@ def counted_macs(fn: Callable[[], Any]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() // 2
+
+
+def _boxes(h: int, w: int, rng: random.Random) -> list[tuple[int, int, int, int]]:
+    """A random box, a box touching a (random) corner, a full-width strip."""
+    bh, bw = rng.randint(1, max(1, h // 3)), rng.randint(1, max(1, w // 3))
+    y0, x0 = rng.randint(0, h - bh), rng.randint(0, w - bw)
+    corners = [(0, 1, 0, min(w, 2)), (h - min(h, 2), h, w - 1, w), (0, min(h, 3), w - 1, w), (h - 1, h, 0, 1)]
+    return [(y0, y0 + bh, x0, x0 + bw), corners[rng.randrange(4)], (h // 2, h // 2 + 1, 0, w)]
+
+
+def audit(
+    model: nn.Module,
+    shape: tuple[int, int, int, int],
+    seed: int = 0,
+    keys: tuple[Hashable, ...] | None = None,
+) -> None:
+    """Traces every spatial output of `model` at a few boxes (random, a corner, a full-width
+    strip) and asserts each plan exact (≤ 1e-4), sound and tight (≤ 1.10 in area) against the
+    gradient support, and counted like FlopCounterMode. `keys`: only these outputs."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    x = torch.randn(shape)
+    with torch.no_grad():
+        full = outputs(model(x))
+    lin = linearized(model)
+    full_macs = counted_macs(lambda: model(x))
+    for key, y in full.items():
+        if y.dim() != 4 or (keys is not None and key not in keys):
+            continue
+        for box in _boxes(*y.shape[-2:], rng):
+            plan = trace(model, shape, {key: box})
+            got = plan.run(x)[key]
+            assert rel_diff(got, y[..., box[0] : box[1], box[2] : box[3]]) <= 1e-4, (key, box)
+            support = gradient_support(lin, x, key, box)
+            r = plan.input_region
+            if support is not None:
+                assert (
+                    r[0] <= support[0] and r[1] >= support[1] and r[2] <= support[2] and r[3] >= support[3]
+                ), f"unsound: {key} {box}: gradient support {support} outside input_region {r}"
+                assert area(r) <= 1.10 * area(support), f"loose: {key} {box}: {r} vs support {support}"
+            assert plan.macs == counted_macs(lambda plan=plan: plan.run(x)), (key, box)
+            assert plan.full_macs == full_macs
