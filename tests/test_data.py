@@ -161,6 +161,13 @@ def test_missing_files_and_bad_options_fail_early(tmp_path: Path, synthetic_spli
         InstanceDataset(synthetic_split / "annotations.json", tmp_path / "none")
     with pytest.raises(ValueError, match="format"):
         dataset_of(synthetic_split, format="voc")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not a COCO annotation file"):
+        InstanceDataset(bad, synthetic_split / "images")
+    bad.write_text('{"images": []}')
+    with pytest.raises(ValueError, match="not a COCO annotation file"):
+        InstanceDataset(bad, synthetic_split / "images")
     with pytest.raises(ValueError, match="no split"):
         build_dataset({"name": "x", "splits": {}}, "val")
 

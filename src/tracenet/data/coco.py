@@ -91,8 +91,14 @@ class InstanceDataset(torch.utils.data.Dataset):
             )
         self.format, self.images, self.transforms = format, images, transforms
         self.min_area, self.skip_crowd = float(min_area), skip_crowd
-        self.api = _load_api(annotations, format)
-        cats = sorted(self.api.dataset["categories"], key=lambda c: c["id"])
+        try:
+            self.api = _load_api(annotations, format)
+            cats = sorted(self.api.dataset["categories"], key=lambda c: c["id"])
+        except (ValueError, KeyError, TypeError, AssertionError) as err:  # JSONDecodeError is a ValueError
+            raise ValueError(
+                f"{annotations} is not a {format.upper()} annotation file ({type(err).__name__}: {err}); "
+                "check data.format and data.splits"
+            ) from None
         self.categories: list[int] = [int(c["id"]) for c in cats]  # label -> original category id
         self.category_names: list[str] = [str(c["name"]) for c in cats]
         self.label_of: dict[int, int] = {cid: i for i, cid in enumerate(self.categories)}
@@ -109,8 +115,8 @@ class InstanceDataset(torch.utils.data.Dataset):
         if missing and not skip_missing_images:
             raise FileNotFoundError(
                 f"{len(missing)} of {len(entries)} images listed in {annotations} are missing under "
-                f"{images} (first: {image_path(images, missing[0])}); download them, or pass "
-                "skip_missing_images=True to use the ones present"
+                f"{images} (first: {image_path(images, missing[0])}); download them, or set "
+                "data.skip_missing_images=true (skip_missing_images=True) to use the ones present"
             )
         absent = {int(e["id"]) for e in missing}
         self._entries = [e for e in entries if int(e["id"]) not in absent]
