@@ -156,25 +156,37 @@ class TraceNet(nn.Module):
 
     def _tap(self, geo: Geometry, click, box, *, dense=None, index: int = 0, run=None) -> SegmentResult:
         """Decode one tap. Heads and mask features come from ``dense`` (full mode) or from
-        ``run(targets) -> (outputs, macs)`` (trace mode); everything else is shared."""
+        ``run(targets) -> (outputs, macs)`` (trace mode: pass 1 the heads at the tap's cells,
+        pass 2 the mask features over the region; with an explicit ``box`` the region is known
+        first and one plan computes both); everything else is shared."""
         click = check_click(click, geo)
         given = check_box(box, geo) if box is not None else None
         cells = decode.tap_cells(geo, click)
+        sy, sx = geo.scale
+        region = None
+        if given:
+            region = decode.mask_region(
+                (given[0] * sx, given[1] * sy, given[2] * sx, given[3] * sy), self.cfg.margin, geo
+            )
         macs = 0
         if dense is not None:
             heads = decode.gather_heads(dense, cells, index)
         else:
-            out, cost = run(decode.head_targets(cells))
+            targets = decode.head_targets(cells)
+            if region is not None:  # region known up front: one plan serves both passes, no recomputation
+                targets["mask_feats"] = region
+            out, cost = run(targets)
             macs += cost
             heads = {lvl: {k: out[f"{k}{lvl}"][0, :, 0, 0] for k in decode.HEAD_KEYS} for lvl in cells}
         lvl, score = decode.choose_level(heads)
         pbox = decode.predicted_box(lvl, cells[lvl], heads[lvl]["box"])
-        sy, sx = geo.scale
-        rbox = (given[0] * sx, given[1] * sy, given[2] * sx, given[3] * sy) if given else pbox
-        region = decode.mask_region(rbox, self.cfg.margin, geo)
+        if region is None:
+            region = decode.mask_region(pbox, self.cfg.margin, geo)
         y0, y1, x0, x1 = region
         if dense is not None:
             feats = dense["mask_feats"][index : index + 1, :, y0:y1, x0:x1]
+        elif "mask_feats" in out:
+            feats = out["mask_feats"]
         else:
             out, cost = run({"mask_feats": region})
             macs += cost
