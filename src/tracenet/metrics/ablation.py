@@ -12,6 +12,9 @@ capture, allocator growth), so latencies are per-tap steady state.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -45,15 +48,23 @@ def _vm_kib(field_name: str) -> int:
     raise RuntimeError(f"{field_name} missing from {_STATUS}")
 
 
+def _trim_heap() -> None:
+    """Hand memory freed by earlier calls back to the OS (glibc ``malloc_trim``): otherwise a
+    block that reuses it shows no RSS growth and its peak is under-counted."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: peaks may be under-counted
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 class PeakRSS:
     """Peak resident memory growth (bytes) of a block: VmHWM after resetting it (Linux
-    ``clear_refs`` 5). Unlike tracemalloc it sees torch's native allocations; ``None`` where
-    the kernel does not offer the reset."""
+    ``clear_refs`` 5), with the heap trimmed first. Unlike tracemalloc it sees torch's native
+    allocations; ``None`` where the kernel does not offer the reset."""
 
     def __init__(self) -> None:
         self.peak: int | None = None
 
     def __enter__(self) -> PeakRSS:
+        _trim_heap()
         try:
             _CLEAR_REFS.write_text("5")
             self._base = _vm_kib("VmRSS")
