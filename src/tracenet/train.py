@@ -74,7 +74,10 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
     )
     datamodule.check_available()  # a missing dataset fails here, before any model is built
     module = TraceNetModule(
-        model=resolved["model"], optim=resolved["train"]["optim"], val=resolved["train"]["val"]
+        model=resolved["model"],
+        optim=resolved["train"]["optim"],
+        val=resolved["train"]["val"],
+        freeze_head_bn=bool(cfg.train.freeze_head_bn),
     )
     loggers = build_loggers(resolved.get("logger"), out_dir, run_name=out_dir.name)
     for logger in loggers:

@@ -8,6 +8,7 @@ the paper's 25 taps per instance once, seeded per instance, so every epoch score
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,13 +133,25 @@ class TraceNetDataModule(L.LightningDataModule):
                 )
 
     def prepare_data(self) -> None:
-        """Generate the synthetic default on first use (the prepare stage does the same)."""
+        """Generate the synthetic default on first use (the prepare stage does the same), and
+        refuse a synthetic set generated with another image size."""
         if self.data.get("name") != "synthetic":
             return
         if not all(self._split_files(split)[0].is_file() for split in ("train", "val")):
             from tracenet.data.prepare import prepare
 
             prepare(self.data)
+        from tracenet.data.synthetic import spec_from_config
+
+        spec = spec_from_config(self.data.get("synthetic") or {})
+        annotations = self._split_files("train")[0]
+        first = json.loads(annotations.read_text())["images"][0]
+        if (first["height"], first["width"]) != (spec.height, spec.width):
+            raise ValueError(
+                f"{annotations} holds {first['width']}×{first['height']} images but data.synthetic asks "
+                f"for {spec.width}×{spec.height}: delete {Path(self.data['root'])} to regenerate it, "
+                "or set data.root to another folder"
+            )
 
     def setup(self, stage: str) -> None:
         world = self.trainer.world_size if self.trainer is not None else 1
