@@ -206,6 +206,24 @@ class Misc(nn.Module):
         return self.out(x)
 
 
+class Adaptive(nn.Module):
+    """Adaptive pools to sizes other than 1: a box on their output reads a sub-window."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d((5, 7))
+        self.out = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.conv(x)
+        return {
+            "avg": self.out(self.pool(x)),
+            "max": F.adaptive_max_pool2d(x, (9, None)),
+            "uniform": F.adaptive_avg_pool2d(x[:, :, :36, :52], (12, 13)),
+        }
+
+
 class Heads(nn.Module):
     """GroupNorm (whole-map statistics: falls back) and a classifier head (no spatial dims)."""
 
@@ -246,6 +264,7 @@ MODELS = {
     "convnext_block": ConvNeXtBlock,
     "pools": Pools,
     "misc": Misc,
+    "adaptive": Adaptive,
     "heads": Heads,
     **{f"interp{i}": (lambda kw=kw: Interp(**kw)) for i, kw in enumerate(INTERP_CASES)},
 }

@@ -57,7 +57,8 @@ def _identity(x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
 
 
 def linearized(model: nn.Module) -> fx.GraphModule:
-    """A float64 graph copy with activations removed and max-pools made average pools: its
+    """A float64 graph copy with activations removed and max-pool modules (and adaptive max
+    pools) made average pools: its
     input gradient reaches every pixel of the theoretical receptive field (no dead ReLU, no
     max-pool sparsity), so the gradient support is what an exact tracer must cover."""
     gm = (
@@ -74,6 +75,16 @@ def linearized(model: nn.Module) -> fx.GraphModule:
             elif isinstance(m, nn.MaxPool2d) and m.dilation in (1, (1, 1)):
                 n.op, n.target = "call_function", F.avg_pool2d
                 n.args, n.kwargs = (n.args[0], m.kernel_size, m.stride, m.padding, m.ceil_mode), {}
+            elif isinstance(m, nn.AdaptiveMaxPool2d):
+                n.op, n.target, n.args, n.kwargs = (
+                    "call_function",
+                    F.adaptive_avg_pool2d,
+                    (n.args[0], m.output_size),
+                    {},
+                )
+        elif n.op == "call_function" and n.target is F.adaptive_max_pool2d:
+            size = n.args[1] if len(n.args) > 1 else n.kwargs["output_size"]
+            n.target, n.args, n.kwargs = F.adaptive_avg_pool2d, (n.args[0], size), {}
         elif (n.op == "call_function" and n.target in _NONLINEAR_FUNCTIONS) or (
             n.op == "call_method" and n.target in _NONLINEAR_METHODS
         ):

@@ -6,19 +6,19 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import fx, nn
 
+from tracenet.rft.rules.adaptive import bind_adaptive
 from tracenet.rft.rules.base import WHOLE, Call, Facts, Fallback, Need, NoRule, Op, SDims
 from tracenet.rft.rules.layout import bind_layout
 from tracenet.rft.rules.pointwise import bind_pointwise
 from tracenet.rft.rules.resample import bind_resample
 from tracenet.rft.rules.window import bind_window
 
-_BINDERS = (bind_window, bind_resample, bind_pointwise, bind_layout)
+_BINDERS = (bind_window, bind_adaptive, bind_resample, bind_pointwise, bind_layout)
 
 # Whole-input ops whose output keeps the input's layout: they fall back, but what follows them
 # can still be cropped in their coordinates.
 _LAYOUT_KEEPING_MODULES = (nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
 _LAYOUT_KEEPING_FUNCTIONS = {F.group_norm, F.instance_norm, F.local_response_norm, F.normalize}
-_POOLS_2D = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 def _describe(node: fx.Node, facts: Facts) -> str:
@@ -34,8 +34,6 @@ def _fallback(node: fx.Node, facts: Facts, reason: str) -> Fallback:
         node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), _LAYOUT_KEEPING_MODULES)
     ) or (node.op == "call_function" and node.target in _LAYOUT_KEEPING_FUNCTIONS)
     sdims = facts.sdims.get(source) if keeps and same_shape and source is not None else None
-    if node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), _POOLS_2D):
-        sdims = (2, 3) if len(facts.shapes.get(node, ())) == 4 else None
     return Fallback(node, facts, f"{_describe(node, facts)}: {reason}", sdims)
 
 
