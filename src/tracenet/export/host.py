@@ -1,0 +1,79 @@
+"""Host code around an exported tap network: fixed-size input, tap cells, mask decoding.
+
+The artifact sees a square ``S×S`` input: the image resized so its long side is ``S``
+(``min_size = max_size = S``), normalized, then zero-padded bottom/right to ``S×S``. The
+same pre-processing and decoding functions as the model (``tracenet.models``) are used,
+so an artifact's mask equals the PyTorch model's mask on the same ``S×S`` tensor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tracenet.models import decode
+from tracenet.models.config import LEVELS, ModelConfig
+from tracenet.models.preprocess import (
+    Geometry,
+    check_box,
+    check_click,
+    geometry,
+    resize_pad_normalize,
+    to_float_chw,
+)
+
+
+@dataclass(frozen=True)
+class FixedInput:
+    """One image as the artifact sees it: geometry (padded = S×S) and the network input."""
+
+    geo: Geometry
+    image: np.ndarray  # float32 [1,3,S,S], normalized
+
+
+@dataclass(frozen=True)
+class TapMask:
+    mask: np.ndarray  # H×W bool in input pixels
+    score: float
+    level: int
+    region: tuple[int, int, int, int]
+
+
+def fixed_config(cfg: ModelConfig, size: int) -> ModelConfig:
+    """The model's options with the resize rule of a fixed ``size×size`` artifact."""
+    return replace(cfg, min_size=size, max_size=size)
+
+
+def prepare(image, cfg: ModelConfig, size: int) -> FixedInput:
+    """Resize (long side ``size``), normalize and zero-pad an image to the artifact's input."""
+    fixed = fixed_config(cfg, size)
+    chw = to_float_chw(image)
+    geo = geometry(tuple(chw.shape[-2:]), fixed)
+    x = resize_pad_normalize(chw, geo, fixed)
+    x = F.pad(x, (0, size - x.shape[-1], 0, size - x.shape[-2]))
+    return FixedInput(Geometry(geo.image, geo.resized, (size, size)), x.numpy().astype(np.float32))
+
+
+def tap_cells(geo: Geometry, click) -> np.ndarray:
+    """int32 ``[5,2]``: the tap's (row, col) on every level, as the model computes it."""
+    cells = decode.tap_cells(geo, check_click(click, geo))
+    return np.array([cells[lvl] for lvl in LEVELS], dtype=np.int32)
+
+
+def decode_outputs(out: dict[str, np.ndarray], geo: Geometry, cfg: ModelConfig, box=None) -> TapMask:
+    """The tap's mask from an artifact's outputs (see ``tracenet.export.static``)."""
+    level = LEVELS[int(np.asarray(out["level"]).reshape(-1)[0])]
+    sy, sx = geo.scale
+    if box is not None:
+        x0, y0, x1, y1 = check_box(box, geo)
+        rbox = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+    else:
+        rbox = tuple(float(v) for v in np.asarray(out["box"]).reshape(4))
+    region = decode.mask_region(rbox, cfg.margin, geo)
+    y0, y1, x0, x1 = region
+    logits = torch.from_numpy(np.ascontiguousarray(out["logits"][..., y0:y1, x0:x1], dtype=np.float32))
+    score = float(np.asarray(out["score"]).reshape(-1)[0])
+    return TapMask(decode.paste_mask(logits, region, geo), score, level, region)

@@ -1,0 +1,72 @@
+"""The JSON written next to each artifact: what a mobile engineer needs to feed and read it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import metadata as pkg
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tracenet.export.onnx import sample_inputs
+from tracenet.export.static import TapNet
+from tracenet.models.config import LEVELS, MASK_STRIDE
+
+
+def network_macs(net: TapNet) -> int:
+    """MACs of one call (FlopCounterMode counts conv/matmul FLOPs, 2 per MAC)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(*sample_inputs(net))
+    return fc.get_total_flops() // 2
+
+
+def describe(net: TapNet, artifact: Path, precision: str, macs: int, extra: dict | None = None) -> dict:
+    cfg = net.cfg
+    s = net.size
+    return {
+        "artifact": artifact.name,
+        "format": artifact.suffix.lstrip("."),
+        "mode": net.mode,
+        "backbone": cfg.backbone,
+        "precision": precision,
+        "input_size": [s, s],
+        "inputs": {
+            "image": {"shape": [1, 3, s, s], "dtype": "float32"},
+            "cells": {"shape": [len(LEVELS), 2], "dtype": "int32", "levels": list(LEVELS)},
+        },
+        "outputs": {
+            "level": {"shape": [1], "dtype": "int32", "meaning": "index into levels"},
+            "score": {"shape": [1], "dtype": "float32"},
+            "box": {"shape": [4], "dtype": "float32", "meaning": "x0,y0,x1,y1 in network-input pixels"},
+            "logits": {"shape": [1, 1, s // MASK_STRIDE, s // MASK_STRIDE], "dtype": "float32"},
+        },
+        "normalization": {
+            "resize": f"long side to {s} px (bilinear, antialias), RGB in [0, 1]",
+            "mean": list(cfg.mean),
+            "std": list(cfg.std),
+            "pad": "zeros bottom/right after normalizing, to the input size",
+        },
+        "thresholds": {"mask_logit": 0.0, "mask_margin": cfg.margin},
+        "version": {
+            "tracenet": pkg.version("tracenet"),
+            "torch": torch.__version__,
+            **(extra or {}),
+        },
+        "macs": int(macs),
+        "file_bytes": artifact.stat().st_size,
+        "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
+        "model_options": cfg.to_dict(),
+    }
+
+
+def metadata_path(artifact: str | Path) -> Path:
+    return Path(artifact).with_suffix(".json")
+
+
+def read(artifact: str | Path) -> dict:
+    path = metadata_path(artifact)
+    if not path.is_file():
+        raise FileNotFoundError(f"metadata {path} not found next to {artifact}: re-export the artifact")
+    return json.loads(path.read_text())

@@ -1,0 +1,53 @@
+"""ONNX export of a tap network (torch.export-based exporter, static shapes, checked)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+
+from tracenet.export.errors import ExportError, require
+from tracenet.export.files import atomic
+from tracenet.export.static import OUTPUTS, TapNet
+
+INPUTS = ("image", "cells")
+MIN_OPSET = 17
+
+
+def export_onnx(net: TapNet, path: str | Path, opset: int = 18) -> Path:
+    """Write ``net`` as float32 ONNX at ``path`` (atomically) and check it with onnx.checker."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    onnx = require("onnx", "ONNX export")
+    require("onnxscript", "ONNX export (torch's exporter uses it)")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                net.eval(),
+                sample_inputs(net),
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(INPUTS),
+                output_names=list(OUTPUTS),
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as err:  # the exporter raises many types; name the artifact and the reason
+            raise ExportError(f"ONNX export of {_name(net)} failed: {err}") from err
+
+    def save(tmp: str) -> None:
+        program.save(tmp)
+        onnx.checker.check_model(onnx.load(tmp), full_check=True)
+
+    return atomic(Path(path), save)
+
+
+def sample_inputs(net: TapNet) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs of the artifact's static signature: image ``[1,3,S,S]``, cells int32 ``[5,2]``."""
+    return torch.zeros(1, 3, net.size, net.size), torch.zeros(5, 2, dtype=torch.int32)
+
+
+def _name(net: TapNet) -> str:
+    return f"the {net.cfg.backbone} {net.mode} network at {net.size}×{net.size}"
