@@ -57,6 +57,23 @@ def test_dense_is_fx_traceable_and_equal(model):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("backbone", ["resnet50", "mobilenet_v3_large"])
+def test_other_backbones_build_and_run(backbone):
+    model = TraceNet.build(backbone=backbone, fpn_channels=16, mask_branch_channels=8).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 64, 96))
+    assert out["mask_feats"].shape == (1, 8, 8, 12) and out["cls7"].shape == (1, 1, 1, 1)
+
+
+def test_full_macs_match_flop_counter(model):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, 64, 96)
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        model.dense(x)
+    assert model.full_macs(x.shape) == fc.get_total_flops() // 2 > 0
+
+
 def test_full_segment_result(model, image):
     r = model.segment(image, click=(70, 40), mode="full")
     assert r.mask.shape == image.shape[:2] and r.mask.dtype == bool

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from torch import Tensor
@@ -21,4 +21,3 @@ class SegmentResult:
     macs: int = 0
     seconds: float = 0.0
     mode: str = "full"
-    extra: dict = field(default_factory=dict)

@@ -93,13 +93,23 @@ class TraceNet(nn.Module):
         return Prepared(geo, resize_pad_normalize(chw, geo, self.cfg).to(device))
 
     def full_macs(self, shape: tuple[int, ...]) -> int:
-        """MACs of one dense forward at ``shape`` (FlopCounterMode counts 2 per MAC)."""
+        """MACs of one dense forward at ``shape`` (counted once per shape)."""
         shape = tuple(shape)
         if shape not in self._full_macs:
-            with torch.no_grad(), FlopCounterMode(display=False) as fc:
-                self.dense(torch.zeros(shape, device=next(self.parameters()).device))
-            self._full_macs[shape] = fc.get_total_flops() // 2
+            with torch.no_grad():
+                self._dense_counted(torch.zeros(shape, device=next(self.parameters()).device))
         return self._full_macs[shape]
+
+    def _dense_counted(self, x: Tensor) -> dict[str, Tensor]:
+        """The dense forward, counting its MACs the first time a shape is seen (FlopCounterMode
+        reports 2 per MAC) during the real forward rather than in an extra one."""
+        shape = tuple(x.shape)
+        if shape in self._full_macs:
+            return self.dense(x)
+        with FlopCounterMode(display=False) as fc:
+            out = self.dense(x)
+        self._full_macs[shape] = fc.get_total_flops() // 2
+        return out
 
     # ------------------------------------------------------------------ inference
     def decode(
@@ -135,7 +145,7 @@ class TraceNet(nn.Module):
         t0 = time.perf_counter()
         prep = self.prepare(image)
         with torch.no_grad():
-            dense = self.dense(prep.tensor)
+            dense = self._dense_counted(prep.tensor)
             r = self._tap(prep.geo, click, box, dense=dense)
         r.macs += self.full_macs(prep.tensor.shape)
         r.seconds = time.perf_counter() - t0
