@@ -9,6 +9,7 @@ import weakref
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -87,6 +88,32 @@ def test_several_targets_on_several_outputs_and_output_kinds(model: Pyramid) -> 
     assert set(out) == {1} and rel_diff(out[1], _sliced(tupled(x)[1], (3, 5, 0, 2))) <= 1e-4
     single = nn.Conv2d(3, 2, 5, padding=2).eval()
     assert rel_diff(trace(single, SHAPE, {0: (44, 45, 60, 61)}).run(x)[0], single(x)[..., 44:, 60:]) <= 1e-4
+
+
+class OddOutputs(nn.Module):
+    """Outputs whose two last dims are not (H, W), or that come from an op without a rule."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        y = self.conv(x)
+        return {
+            "nhwc": y.permute(0, 2, 3, 1),
+            "shuffled": F.pixel_shuffle(y, 2),
+            "rolled": y.roll(3, dims=-1),
+        }
+
+
+def test_boxes_are_over_the_two_last_dims_of_any_output() -> None:
+    model = OddOutputs().eval()
+    x = torch.randn(SHAPE)
+    full = model(x)
+    for key, box in {"nhwc": (10, 12, 2, 5), "shuffled": (0, 3, 119, 122), "rolled": (44, 45, 0, 4)}.items():
+        plan = trace(model, SHAPE, {key: box})
+        assert rel_diff(plan.run(x)[key], _sliced(full[key], box)) <= 1e-4, key
+    assert trace(model, SHAPE, {"rolled": (0, 1, 0, 1)}).fallbacks
 
 
 def test_region_cache_reuses_covering_slices_and_counts_only_new_work(model: Pyramid) -> None:

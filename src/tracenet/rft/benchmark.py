@@ -1,6 +1,7 @@
 """`python -m tracenet.rft.benchmark`: MACs ratio and CPU wall-clock ratio of plan.run vs the
 full forward for torchvision resnet50 `layer3` (random weights) and a small interior box,
-timed side by side (alternating) in one run. Prints; never asserts."""
+timed side by side (alternating) in one run, at each requested torch thread count (default:
+1 and torch's default). Prints; never asserts."""
 
 from __future__ import annotations
 
@@ -32,12 +33,13 @@ def main(argv: list[str] | None = None) -> None:
         "--box", type=int, nargs=4, metavar=("Y0", "Y1", "X0", "X1"), help="default: 2x2 at the centre"
     )
     parser.add_argument("--repeats", type=int, default=7, help="timed pairs (median; at least 5)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", help="torch thread counts to time (default: 1 and torch's default)"
+    )
     args = parser.parse_args(argv)
     if args.repeats < 5:
         parser.error("--repeats must be at least 5")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or sorted({1, torch.get_num_threads()})
     model = create_feature_extractor(torchvision.models.resnet50(), {"layer3": "layer3"}).eval()
     shape = (1, 3, args.height, args.width)
     x = torch.randn(shape)
@@ -50,22 +52,29 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         plan = trace(model, shape, {"layer3": box})
         plan_ms = (time.perf_counter() - t0) * 1e3
-        plan.run(x)  # warm-up
-        full_t, plan_t = [], []
-        for _ in range(args.repeats):
-            full_t.append(_time(lambda: model(x)))
-            plan_t.append(_time(lambda: plan.run(x)))
-    full_s, plan_s = statistics.median(full_t), statistics.median(plan_t)
-    macs_ratio, wall_ratio = plan.macs / plan.full_macs, plan_s / full_s
-    print(
-        f"resnet50 layer3 at {args.height}x{args.width}, box {box} of {h}x{w}, threads {torch.get_num_threads()}"
-    )
-    print(f"capture {capture_s:.2f} s, plan {plan_ms:.1f} ms, input region {plan.input_region}")
-    print(f"MACs: plan {plan.macs / 1e9:.2f} G, full {plan.full_macs / 1e9:.2f} G, ratio {macs_ratio:.3f}")
-    print(
-        f"wall (median of {args.repeats}): plan {plan_s * 1e3:.1f} ms, full {full_s * 1e3:.1f} ms, ratio {wall_ratio:.3f}"
-    )
-    print(f"wall ratio / MACs ratio = {wall_ratio / macs_ratio:.2f} (target <= 1.3)")
+        macs_ratio = plan.macs / plan.full_macs
+        print(f"resnet50 layer3 at {args.height}x{args.width}, box {box} of {h}x{w}")
+        print(f"capture {capture_s:.2f} s, plan {plan_ms:.1f} ms, input region {plan.input_region}")
+        print(
+            f"MACs: plan {plan.macs / 1e9:.2f} G, full {plan.full_macs / 1e9:.2f} G, ratio {macs_ratio:.3f}"
+        )
+        default = torch.get_num_threads()
+        try:
+            for n in threads:
+                torch.set_num_threads(n)
+                plan.run(x)  # warm-up
+                full_t, plan_t = [], []
+                for _ in range(args.repeats):
+                    full_t.append(_time(lambda: model(x)))
+                    plan_t.append(_time(lambda: plan.run(x)))
+                full_s, plan_s = statistics.median(full_t), statistics.median(plan_t)
+                ratio = plan_s / full_s
+                print(
+                    f"threads {n}: wall (median of {args.repeats}) plan {plan_s * 1e3:.1f} ms, full {full_s * 1e3:.1f} ms, "
+                    f"ratio {ratio:.3f}; wall ratio / MACs ratio = {ratio / macs_ratio:.2f} (target <= 1.3)"
+                )
+        finally:
+            torch.set_num_threads(default)
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def draw_regions(plan: TracePlan, path: str | os.PathLike, image: object = None)
         _rect(draw, box, (int(255 * t), 64, int(255 * (1 - t))), 1)
     _rect(draw, plan.input_region, (255, 255, 255), 2)
     for key, box in plan.targets.items():
-        h, w = plan.capture.facts.hw(plan.capture.outputs[key])
+        h, w = plan.capture.facts.shapes[plan.capture.outputs[key]][-2:]
         sy, sx = height / h, width / w
         _rect(
             draw,

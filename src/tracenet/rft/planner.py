@@ -49,6 +49,12 @@ def _narrow(cap: Capture, producer: fx.Node, have: Box | None, need: Need) -> Na
     return tuple(out)
 
 
+def _target_need(cap: Capture, key: Hashable, box: Box) -> Need:
+    """A target box is over its output's two last dims: full_output[key][..., y0:y1, x0:x1]."""
+    nd = len(cap.facts.shapes[cap.outputs[key]])
+    return Need((nd - 2, nd - 1), box)
+
+
 def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache | None = None) -> Schedule:
     f, ops = cap.facts, cap.ops
     req: dict[fx.Node, Box | None] = {}
@@ -68,7 +74,7 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
         req[p] = box
 
     for key, box in targets.items():
-        require(cap.outputs[key], Need(f.sdims[cap.outputs[key]], box))
+        require(cap.outputs[key], _target_need(cap, key, box))
     hits: set[fx.Node] = set()
     for n in reversed(cap.order):
         if n not in req:
@@ -97,7 +103,7 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
     outputs = {
         key: (
             cap.outputs[key],
-            _narrow(cap, cap.outputs[key], have[cap.outputs[key]], Need(f.sdims[cap.outputs[key]], box)),
+            _narrow(cap, cap.outputs[key], have[cap.outputs[key]], _target_need(cap, key, box)),
         )
         for key, box in targets.items()
     }
@@ -166,12 +172,10 @@ def _check_targets(cap: Capture, targets: object) -> dict[Hashable, Box]:
             raise KeyError(
                 f"target key {key!r} is not an output of the model; its outputs are {list(cap.outputs)}"
             )
-        if cap.facts.sdims.get(node) is None:
-            raise ValueError(
-                f"output {key!r} (shape {cap.facts.shapes.get(node)}) has no spatial dims to put a box on"
-            )
-        h, w = cap.facts.hw(node)
-        out[key] = check_box(box, h, w, f"target {key!r}")
+        shape = cap.facts.shapes.get(node)
+        if shape is None or len(shape) < 3:
+            raise ValueError(f"output {key!r} (shape {shape}) has no spatial dims (H, W) to put a box on")
+        out[key] = check_box(box, shape[-2], shape[-1], f"target {key!r}")
     return out
 
 
