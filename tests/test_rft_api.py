@@ -7,6 +7,7 @@ import gc
 import time
 import weakref
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,15 @@ class Tupled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.a(x), self.b(x)
+
+
+class WithDefault(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor, scale: float = 2.0) -> torch.Tensor:
+        return self.conv(x) * scale
 
 
 class DataDependent(nn.Module):
@@ -86,6 +96,9 @@ def test_several_targets_on_several_outputs_and_output_kinds(model: Pyramid) -> 
     tupled = Tupled().eval()
     out = trace(tupled, SHAPE, {1: (3, 5, 0, 2)}).run(x)
     assert set(out) == {1} and rel_diff(out[1], _sliced(tupled(x)[1], (3, 5, 0, 2))) <= 1e-4
+    defaulted = WithDefault().eval()
+    shape = tuple(np.array(SHAPE))  # numpy integers are fine
+    assert rel_diff(trace(defaulted, shape, {0: (0, 2, 0, 2)}).run(x)[0], defaulted(x)[..., :2, :2]) <= 1e-4
     single = nn.Conv2d(3, 2, 5, padding=2).eval()
     assert rel_diff(trace(single, SHAPE, {0: (44, 45, 60, 61)}).run(x)[0], single(x)[..., 44:, 60:]) <= 1e-4
 

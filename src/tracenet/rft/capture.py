@@ -163,9 +163,12 @@ def _capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Capture:
     if training:
         raise ValueError(f"submodule {training[0]!r} is in training mode; call model.eval() before trace()")
     gm = _graph_module(model)
-    sources = [n for n in gm.graph.nodes if n.op == "placeholder"]
-    if len(sources) != 1:
-        raise TypeError(f"RFT needs a model taking exactly one tensor; its graph has {len(sources)} inputs")
+    sources = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]  # args: a default value
+    if len(sources) != 1 or next(n for n in gm.graph.nodes if n.op == "placeholder") is not sources[0]:
+        raise TypeError(
+            f"RFT needs a model taking exactly one tensor (other arguments need defaults); "
+            f"its graph has {len(sources)} required inputs"
+        )
     facts = Facts(gm)
     prop = _Propagate(gm, facts)
     try:

@@ -5,6 +5,7 @@ pass skips nodes whose cached slice covers their region, and everything only the
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -182,9 +183,13 @@ def _check_targets(cap: Capture, targets: object) -> dict[Hashable, Box]:
 def _check_shape(input_shape: object) -> tuple[int, int, int, int]:
     if not isinstance(input_shape, (tuple, list, torch.Size)) or len(input_shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {input_shape!r}")
-    if not all(isinstance(v, int) and v > 0 for v in input_shape):
+    try:
+        shape = tuple(operator.index(v) for v in input_shape)
+    except TypeError:
+        shape = ()
+    if len(shape) != 4 or isinstance(input_shape[0], bool) or min(shape) <= 0:
         raise ValueError(f"input_shape must hold 4 positive integers (N, C, H, W), got {input_shape!r}")
-    return tuple(input_shape)  # type: ignore[return-value]
+    return shape  # type: ignore[return-value]
 
 
 def trace(

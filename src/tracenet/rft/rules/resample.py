@@ -98,17 +98,19 @@ class Resample(Op):
         ia, ib, fa = ylo[box[0] : box[1]] - need[0], yhi[box[0] : box[1]] - need[0], yf[box[0] : box[1]]
         ja, jb, fb = xlo[box[2] : box[3]] - need[2], xhi[box[2] : box[3]] - need[2], xf[box[2] : box[3]]
         source, nearest = self.source, self.nearest
-        weights: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+        weights: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
 
         def call(env: Mapping[fx.Node, Any]) -> Any:
             x = env[source]
+            key = (x.dtype, x.device)
+            if key not in weights:  # index and weight vectors, once per dtype and device
+                idx = [t.to(x.device) for t in (ia, ib, ja, jb)]
+                weights[key] = (*idx, fa.to(x.device, x.dtype)[:, None], fb.to(x.device, x.dtype))
+            iy0, iy1, ix0, ix1, wy, wx = weights[key]
             if nearest:
-                return x.index_select(2, ia).index_select(3, ja)
-            if x.dtype not in weights:
-                weights[x.dtype] = (fa.to(x.dtype)[:, None], fb.to(x.dtype))
-            wy, wx = weights[x.dtype]
-            x = torch.lerp(x.index_select(2, ia), x.index_select(2, ib), wy)
-            return torch.lerp(x.index_select(3, ja), x.index_select(3, jb), wx)
+                return x.index_select(2, iy0).index_select(3, ix0)
+            x = torch.lerp(x.index_select(2, iy0), x.index_select(2, iy1), wy)
+            return torch.lerp(x.index_select(3, ix0), x.index_select(3, ix1), wx)
 
         return call
 
