@@ -116,3 +116,22 @@ def test_ablate_stage_end_to_end(project, monkeypatch, capsys):
     metrics = json.loads((project / "out/ablation/metrics.json").read_text())
     assert metrics["trace_vs_full"]["min_mask_iou"] >= 0.999
     assert (project / "out/ablation/plots/accuracy_vs_macs.json").is_file()
+
+
+@pytest.mark.xfail(
+    reason="pipelines/profile.py shadows the stdlib `profile` module for scripts run from pipelines/ "
+    "(torchvision -> torch._dynamo -> cProfile -> profile breaks); rename that script to fix",
+    strict=False,
+)
+@pytest.mark.parametrize("name", ["evaluate", "ablate"])
+def test_stage_script_runs_as_dvc_runs_it(name, tmp_path):
+    """`python pipelines/<stage>.py` (the script's folder first on sys.path) from a folder
+    without params.yaml: one clear error line, exit status 2."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "pipelines" / f"{name}.py")], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 2, proc.stderr[-500:]
+    assert proc.stderr.strip().startswith(f"{name}: error: params.yaml not found")
