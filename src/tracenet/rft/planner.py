@@ -16,7 +16,7 @@ from torch import fx
 from tracenet.rft.boxes import Box, check_box, full_box, union
 from tracenet.rft.cache import RegionCache
 from tracenet.rft.capture import Capture, capture
-from tracenet.rft.executor import Narrow, Step, execute
+from tracenet.rft.executor import Narrow, Step, execute, last_uses
 from tracenet.rft.rules import Need
 
 _MEMO_SIZE = 256
@@ -118,6 +118,7 @@ class TracePlan:
         self.capture, self.targets = cap, targets
         self.input_shape = cap.input_shape
         self._schedule = schedule(cap, targets)
+        self._free = last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
         self.macs = self._schedule.macs
         self.full_macs = cap.total_macs
         f, regions = cap.facts, self._schedule.regions
@@ -149,7 +150,7 @@ class TracePlan:
             )
         src = self.capture.source
         if cache is None:
-            return execute(self._schedule.steps, {src: x}, self._schedule.outputs)
+            return execute(self._schedule.steps, {src: x}, self._schedule.outputs, self._free)
         cache.bind_input(x)
         sched = schedule(self.capture, self.targets, cache)
         env: dict[fx.Node, Any] = {n: cache.value(n) for n in sched.hits}
