@@ -29,7 +29,7 @@ def artifact_stem(model: TraceNet, mode: str, size: int) -> str:
 
 
 def export_model(model: TraceNet, size: int, out_dir: str | Path, formats=FORMATS, modes=MODES) -> list[Path]:
-    """Write ``{backbone}_{mode}_{size}.{onnx,tflite}`` (+ ``_int8.tflite``) and a JSON beside each."""
+    """Write ``{backbone}_{mode}_{size}.{onnx,tflite}`` (+ ``_int8.tflite``), each with ``<file>.json``."""
     from tracenet.export.onnx import export_onnx
     from tracenet.export.tflite import export_tflite, quantize_int8
 

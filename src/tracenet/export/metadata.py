@@ -62,7 +62,9 @@ def describe(net: TapNet, artifact: Path, precision: str, macs: int, extra: dict
 
 
 def metadata_path(artifact: str | Path) -> Path:
-    return Path(artifact).with_suffix(".json")
+    """``x.onnx`` -> ``x.onnx.json``: the ONNX and TFLite files of one network each get their own."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
 
 
 def read(artifact: str | Path) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
+
 from tracenet.export.build import check_formats, export_model
 from tracenet.export.files import write_json
 from tracenet.models.tracenet import TraceNet
@@ -22,7 +24,11 @@ def models(p) -> list[TraceNet]:
         return [TraceNet.from_checkpoint(path)]
     if not p.backbones:
         raise ValueError("export.backbones is empty and export.checkpoint is null: nothing to export")
-    return [TraceNet.build(backbone=b).eval() for b in p.backbones]
+    models = []
+    for b in p.backbones:
+        torch.manual_seed(0)  # the same random weights on every run: artifacts are reproducible
+        models.append(TraceNet.build(backbone=b).eval())
+    return models
 
 
 def run_export(p) -> dict:
