@@ -252,6 +252,8 @@ INTERP_CASES = [
     {"scale_factor": 1.3, "mode": "bilinear", "align_corners": False, "recompute_scale_factor": True},
     {"skip": True, "mode": "bilinear", "align_corners": False},
     {"skip": True, "mode": "bilinear", "align_corners": True},
+    {"scale_factor": 0.45, "mode": "area"},
+    {"scale_factor": 0.5, "mode": "area"},
 ]
 
 MODELS = {

@@ -1,7 +1,8 @@
 """Adaptive average / max pooling: output row i pools input rows
 [floor(i*H/OH), ceil((i+1)*H/OH)) (PyTorch's start/end index), so a box on the output reads
 a sub-window of the input, not the whole map. Pooling is separable (rows, then columns), and
-each axis is pooled with a strided pool when its windows are uniform, else window by window."""
+each axis is pooled with a strided pool when its windows are uniform, else window by window.
+F.interpolate(mode="area") is adaptive average pooling to the output size, so it is one too."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ class AdaptivePool(Op):
         if node.op == "call_module":
             if getattr(facts.gm.get_submodule(node.target), "return_indices", False):
                 raise NoRule("adaptive max pool returning indices")
-        else:
+        elif is_max:
             args, kwargs = constant_args(node, facts)
             if kwargs.get("return_indices", args[2] if len(args) > 2 else False):
                 raise NoRule("adaptive max pool returning indices")

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tracenet.rft.boxes import Box
+from tracenet.rft.rules.adaptive import AdaptivePool
 from tracenet.rft.rules.base import WHOLE, Call, Facts, Need, NoRule, Op, SDims, constant_args, op_callable
 
 _FUNCTIONS = (F.interpolate, F.upsample, F.upsample_nearest, F.upsample_bilinear)
@@ -116,8 +117,10 @@ class Resample(Op):
 
 
 def bind_resample(node: fx.Node, facts: Facts) -> Op | None:
-    if node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), nn.Upsample):
-        return Resample(node, facts)
-    if node.op == "call_function" and node.target in _FUNCTIONS:
-        return Resample(node, facts)
-    return None
+    module = node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), nn.Upsample)
+    if not module and not (node.op == "call_function" and node.target in _FUNCTIONS):
+        return None
+    mode, antialias = _mode(node, facts)
+    if mode == "area" and not antialias:
+        return AdaptivePool(node, facts, is_max=False)
+    return Resample(node, facts)
