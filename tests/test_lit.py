@@ -82,11 +82,14 @@ def test_training_steps_change_the_weights_and_follow_the_schedule(tmp_path):
 
 
 def test_frozen_head_batchnorm_stays_in_eval_mode_while_training():
-    module = TraceNetModule(model=TINY, optim=OPTIM, val={})
-    module.train()
+    module = TraceNetModule(model=TINY, optim=OPTIM, val={})  # frozen from the start: fit() calls no train()
     heads = [m.training for m in module.model.dense.heads.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert heads and not any(heads)
     assert module.model.dense.backbone.training
+    module.eval().train()  # and again after a validation switched everything to eval
+    assert not any(
+        m.training for m in module.model.dense.heads.modules() if isinstance(m, torch.nn.BatchNorm2d)
+    )
     free = TraceNetModule(model=TINY, optim=OPTIM, val={}, freeze_head_bn=False).train()
     assert all(m.training for m in free.model.dense.heads.modules() if isinstance(m, torch.nn.BatchNorm2d))
 

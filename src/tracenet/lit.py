@@ -50,6 +50,7 @@ class TraceNetModule(L.LightningModule):
         self.val_cfg = ValConfig(**val)
         self.model = TraceNet.build(**model)
         self.freeze_head_bn = freeze_head_bn
+        self.train()  # Lightning does not call train() when fitting starts: apply the freeze now
         self.rank_checksums: list[list[float]] = []
         self._val_reset()
 
