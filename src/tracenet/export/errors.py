@@ -5,6 +5,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+HINT = (
+    "Artifacts need a static graph: fixed shapes and no branch or shape that depends on tensor "
+    "values. Replace the offending op (see the converter's message below) or choose a supported "
+    "backbone; docs/export.md lists the design."
+)
+
 
 class ExportError(RuntimeError):
     """A converter rejected the model: the message names the artifact and the converter's reason."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tracenet.export.errors import ExportError, require
+from tracenet.export.errors import HINT, ExportError, require
 from tracenet.export.files import atomic
 from tracenet.export.static import OUTPUTS, TapNet
 
@@ -35,7 +35,7 @@ def export_onnx(net: TapNet, path: str | Path, opset: int = 18) -> Path:
                 verbose=False,
             )
         except Exception as err:  # the exporter raises many types; name the artifact and the reason
-            raise ExportError(f"ONNX export of {_name(net)} failed: {err}") from err
+            raise ExportError(f"ONNX export of {_name(net)} failed. {HINT}\n{err}") from err
 
     def save(tmp: str) -> None:
         program.save(tmp)

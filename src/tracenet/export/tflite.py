@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tracenet.export.errors import ExportError, require
+from tracenet.export.errors import HINT, ExportError, require
 from tracenet.export.files import atomic
 from tracenet.export.onnx import sample_inputs
 from tracenet.export.static import TapNet
@@ -22,7 +22,8 @@ def export_tflite(net: TapNet, path: str | Path) -> Path:
             edge = litert_torch.convert(net.eval(), sample_inputs(net))
         except Exception as err:  # converters raise many types; name the artifact and the reason
             raise ExportError(
-                f"TFLite conversion of the {net.cfg.backbone} {net.mode} network ({net.size}×{net.size}) failed: {err}"
+                f"TFLite conversion of the {net.cfg.backbone} {net.mode} network ({net.size}×{net.size}) failed. "
+                f"{HINT}\n{err}"
             ) from err
     return atomic(Path(path), edge.export)
 
