@@ -158,3 +158,30 @@ def test_bad_input_is_rejected_early() -> None:
     model.dense.heads.cls_tower[0][0].padding = (0, 0)
     with pytest.raises(ValueError, match="3×3 stride-1 pad-1"):
         TapNet(model, SIZE, "trace")
+
+
+@pytest.mark.realdata
+def test_verify_catches_a_wrong_artifact(r18: TraceNet, coco_mini, monkeypatch) -> None:
+    """verify() on a stand-in runtime (the PyTorch TapNet), then on one that flips the logits."""
+    from pathlib import Path
+
+    from tracenet.export import verify as vf
+
+    net = TapNet(r18, SIZE, "trace").eval()
+
+    def run(image: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            return as_outputs(*net(torch.from_numpy(image), torch.from_numpy(cells)))
+
+    def flipped(image: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
+        out = run(image, cells)
+        return {**out, "logits": -out["logits"]}
+
+    runtimes = {"good.onnx": run, "flipped.tflite": flipped}
+    monkeypatch.setattr(vf.metadata, "read", lambda p: {"input_size": [SIZE, SIZE]})
+    monkeypatch.setattr(vf.runners, "load", lambda p, threads: runtimes[Path(p).name])
+    samples = vf.coco_samples(coco_mini, max_images=1)
+    report = vf.verify(r18, [Path(n) for n in runtimes], samples)
+    good, bad = report["good.onnx"], report["flipped.tflite"]
+    assert good["taps"] == 8 and good["min_iou"] == 1.0 and good["max_logit_diff"] < 1e-4
+    assert bad["min_iou"] < 0.5 and bad["max_logit_diff"] > 1e-3

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from tracenet.export import host, metadata, runners
+from tracenet.models import decode
 from tracenet.models.tracenet import TraceNet
 
 
@@ -94,9 +95,19 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
             want = [
                 ref.decode(dense, [tap.xy], boxes, image_size=fi.geo.image)[0] for boxes in (None, [tap.box])
             ]
+            lvl, (y0, y1, x0, x1) = want[1].level, want[1].region
+            ref_logits = decode.mask_logits(
+                dense["mask_feats"][..., y0:y1, x0:x1],
+                want[1].region,
+                lvl,
+                decode.tap_cells(fi.geo, tap.xy)[lvl],
+                want[1].heads[lvl]["controller"],
+            ).numpy()
             for path, run in loaded.items():
                 out = run(fi.image, cells)
                 got = [host.decode_outputs(out, fi.geo, model.cfg, box) for box in (None, tap.box)]
+                same = got[1].level == lvl
+                diff = float(np.abs(out["logits"][..., y0:y1, x0:x1] - ref_logits).max()) if same else None
                 rows[path.name].append(
                     {
                         "tap": list(tap.xy),
@@ -105,6 +116,7 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                         "iou_prompt_box": iou(got[1].mask, want[1].mask),
                         "prompt_mask_pixels": int(want[1].mask.sum()),
                         "same_level": got[0].level == want[0].level,
+                        "max_logit_diff": diff,  # over the prompt-box region, when the level agrees
                     }
                 )
     return {name: _summary(r) for name, r in rows.items()}
@@ -117,5 +129,8 @@ def _summary(rows: list[dict]) -> dict:
         "min_iou": min(ious),
         "mean_iou": float(np.mean(ious)),
         "same_level": sum(r["same_level"] for r in rows),
+        "max_logit_diff": max(
+            (r["max_logit_diff"] for r in rows if r["max_logit_diff"] is not None), default=None
+        ),
         "rows": rows,
     }
