@@ -49,11 +49,9 @@ def to_float_chw(image) -> Tensor:
 
     Grayscale is replicated to RGB and alpha is dropped; 16-bit and other types are rejected.
     """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
             raise TypeError(
                 f"PIL image mode {image.mode!r} (16/32-bit) is not supported: convert it to 8-bit RGB first"
