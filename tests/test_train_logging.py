@@ -68,3 +68,13 @@ def test_unknown_logger_and_offline_artifacts_are_rejected(tmp_path, monkeypatch
 def test_no_logger_config_means_no_loggers(tmp_path):
     assert build_loggers({}, tmp_path, "run") == []
     assert build_loggers(None, tmp_path, "run") == []
+
+
+def test_a_restarted_run_keeps_the_earlier_csv_metrics(tmp_path):
+    for step in range(2):  # first start, then a resume into the same run folder
+        (csv,) = build_loggers({"csv": {}}, tmp_path, "run")
+        csv.log_metrics({"train/loss": 1.0 + step}, step=step)
+        csv.save()
+    files = sorted(tmp_path.glob("csv/*/metrics.csv"))
+    assert len(files) == 2
+    assert "1.0" in files[0].read_text() and "2.0" in files[1].read_text()

@@ -49,7 +49,8 @@ def build_loggers(cfg: Mapping[str, Any] | None, out_dir: Path, run_name: str) -
     if cfg.get("csv") is not None:
         from lightning.pytorch.loggers import CSVLogger
 
-        loggers.append(CSVLogger(save_dir=str(out_dir), name="csv", version="", **dict(cfg["csv"])))
+        # One version_N folder per (re)start: a resumed run must not overwrite the earlier metrics.
+        loggers.append(CSVLogger(save_dir=str(out_dir), name="csv", **dict(cfg["csv"])))
     if cfg.get("wandb") is not None:
         loggers.append(_wandb_logger(dict(cfg["wandb"]), out_dir, run_name))
     return loggers
