@@ -118,11 +118,6 @@ def test_ablate_stage_end_to_end(project, monkeypatch, capsys):
     assert (project / "out/ablation/plots/accuracy_vs_macs.json").is_file()
 
 
-@pytest.mark.xfail(
-    reason="pipelines/profile.py shadows the stdlib `profile` module for scripts run from pipelines/ "
-    "(torchvision -> torch._dynamo -> cProfile -> profile breaks); rename that script to fix",
-    strict=False,
-)
 @pytest.mark.parametrize("name", ["evaluate", "ablate"])
 def test_stage_script_runs_as_dvc_runs_it(name, tmp_path):
     """`python pipelines/<stage>.py` (the script's folder first on sys.path) from a folder
