@@ -43,10 +43,10 @@ def test_download_prepare_clicks_on_synthetic(project: Path, capsys):
     assert "nothing to download" in capsys.readouterr().out
     assert json.loads((project / "data" / "downloads" / "synthetic.json").read_text())["sources"] == {}
     assert stage("prepare")() == 0
-    summary = json.loads((project / "data" / "synthetic" / "summary.json").read_text())
+    params = OmegaConf.load(project / "params.yaml")
+    summary = json.loads((Path(params.data.root) / "summary.json").read_text())
     assert summary["splits"]["train"]["images"] == 3 and summary["splits"]["val"]["images"] == 2
     assert stage("clicks")() == 0
-    params = OmegaConf.load(project / "params.yaml")
     for split in ("train", "val"):
         path = project / "out" / "clicks" / f"{split}.csv"
         taps, centers = read_clicks(path), read_centers(path)

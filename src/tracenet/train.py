@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,20 +18,10 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from tracenet.atomic import write_json
 from tracenet.config import CONF_DIR
 
 log = logging.getLogger("tracenet.train")
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:

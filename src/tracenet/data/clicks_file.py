@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tracenet.data.atomic import write_text
+from tracenet.atomic import write_text
 from tracenet.data.clicks import Tap, center_click, simulate_clicks
 
 HEADER = ("image_id", "ann_id", "kind", "band", "x", "y")

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tracenet.data.atomic import write_text
+from tracenet.atomic import write_text
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tracenet.data.atomic import write_text
+from tracenet.atomic import write_text
 from tracenet.data.coco import build_dataset
 from tracenet.data.synthetic import generate_split, spec_from_config
 

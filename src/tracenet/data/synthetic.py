@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
 
-from tracenet.data.atomic import atomic_dir
+from tracenet.atomic import atomic_dir
 
 CATEGORIES = ("ellipse", "ring", "star", "polygon", "bar", "crescent")
 SPLITS = ("train", "val", "test")

@@ -1,33 +1,18 @@
-"""Atomic file output: a half-written artifact must never sit where a runtime will load it."""
+"""Artifacts are written by converters that take a file name: hand them a temporary one and
+move the result into place (tracenet.atomic), so a runtime never loads a half-written model."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tracenet.atomic import atomic_file, write_json, write_text
+
+__all__ = ["atomic", "write_json", "write_text"]
+
 
 def atomic(path: str | Path, write: Callable[[str], object]) -> Path:
-    """Let ``write(tmp)`` produce the file next to ``path`` (same folder), then move it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; artifacts are meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def write_json(path: str | Path, data: dict) -> Path:
-    return atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def write_text(path: str | Path, text: str) -> Path:
-    return atomic(path, lambda tmp: Path(tmp).write_text(text))
+    """Let ``write(tmp)`` produce the file next to ``path`` (same folder and suffix), then move it."""
+    with atomic_file(path) as tmp:
+        write(str(tmp))
+    return Path(path)

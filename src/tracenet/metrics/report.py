@@ -8,30 +8,10 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-
-def write_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | Path, data: object) -> Path:
-    return write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+from tracenet.atomic import write_json, write_text
 
 
 def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
@@ -42,7 +22,7 @@ def write_csv(path: str | Path, rows: Sequence[dict]) -> Path:
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return write_atomic(path, buf.getvalue())
+    return write_text(path, buf.getvalue())
 
 
 def band_rows(summary: dict) -> list[dict]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tracenet.atomic import write_text
 from tracenet.data.clicks import center_click
 from tracenet.metrics.ablation import AblationTap, run_ablation, summarize_ablation
 from tracenet.metrics.breakdowns import summarize
@@ -20,7 +21,6 @@ from tracenet.metrics.report import (
     ablation_markdown,
     evaluation_markdown,
     write_ablation,
-    write_atomic,
     write_evaluation,
 )
 
@@ -106,7 +106,7 @@ def evaluate_split(
     write_evaluation(summary, out_dir / "metrics.json", out_dir / "plots")
     report = evaluation_markdown(summary)
     report += f"\nEvaluation took {seconds:.0f} s ({len(split.dataset)} images).\n"
-    write_atomic(out_dir / "report.md", report)
+    write_text(out_dir / "report.md", report)
     overlays = write_overlays(model, records, _instance_loader(split.dataset), out_dir / "overlays")
     return summary, overlays
 
@@ -143,5 +143,5 @@ def ablate_split(model, split: Split, out_dir: str | Path, *, max_images: int, t
     out_dir = Path(out_dir)
     summary = summarize_ablation(run_ablation(model, ablation_taps(split, max_images, taps_per_image)))
     write_ablation(summary, out_dir / "metrics.json", out_dir / "plots")
-    write_atomic(out_dir / "report.md", ablation_markdown(summary))
+    write_text(out_dir / "report.md", ablation_markdown(summary))
     return summary

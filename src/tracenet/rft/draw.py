@@ -5,13 +5,13 @@ from early (blue) to late (red) layers; the input region in white; the targets i
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from tracenet.atomic import atomic_file
 from tracenet.rft.boxes import Box
 from tracenet.rft.planner import TracePlan
 
@@ -90,12 +90,6 @@ def draw_regions(plan: TracePlan, path: str | os.PathLike, image: object = None)
             (255, 220, 0),
             2,
         )
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            canvas.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        canvas.save(tmp, format="PNG")
     return path
