@@ -10,6 +10,7 @@ from tracenet import TraceNet
 from tracenet.data.clicks import Tap as DataTap
 from tracenet.metrics import mask_iou, tap_area
 from tracenet.metrics.evaluator import ImageEvaluator, InstanceTaps
+from tracenet.rft.verify import randomize_batchnorm
 
 
 def small_model() -> TraceNet:
@@ -18,12 +19,7 @@ def small_model() -> TraceNet:
     model = TraceNet.build(
         backbone="resnet18", fpn_channels=16, mask_branch_channels=16, min_size=72, max_size=120, margin=1.0
     ).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
+    return randomize_batchnorm(model, torch.Generator().manual_seed(1), mean_scale=0.5)
 
 
 @pytest.fixture(scope="module")

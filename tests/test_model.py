@@ -8,24 +8,17 @@ import torch
 
 from tracenet import TraceNet
 from tracenet.models.config import LEVELS, MASK_PARAMS, ModelConfig
+from tracenet.rft.verify import randomize_batchnorm
 
 SMALL = {"fpn_channels": 32, "mask_branch_channels": 16, "min_size": 128, "max_size": 192}
-
-
-def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Non-trivial BatchNorm statistics, so eval-mode BN is not an identity."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model
 
 
 @pytest.fixture(scope="module")
 def model() -> TraceNet:
     torch.manual_seed(0)
-    return randomize_bn(TraceNet.build(backbone="resnet18", **SMALL)).eval()
+    return randomize_batchnorm(
+        TraceNet.build(backbone="resnet18", **SMALL), torch.Generator().manual_seed(0)
+    ).eval()
 
 
 @pytest.fixture(scope="module")

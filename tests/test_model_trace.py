@@ -8,6 +8,7 @@ import torch
 
 from tracenet import TraceNet
 from tracenet.models.config import LEVELS
+from tracenet.rft.verify import randomize_batchnorm
 
 SMALL = {"fpn_channels": 32, "mask_branch_channels": 16, "min_size": 160, "max_size": 240}
 
@@ -28,10 +29,7 @@ def random_model(backbone: str = "resnet18", seed: int = 0, **options) -> TraceN
     torch.manual_seed(seed)
     model = TraceNet.build(backbone=backbone, **{**SMALL, **options})
     g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    randomize_batchnorm(model, g)
     with torch.no_grad():
         model.dense.heads.controller.weight.normal_(0, 0.01, generator=g)
         model.dense.heads.controller.bias.copy_(_diamond_params(g))

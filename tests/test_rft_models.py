@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from tracenet.rft import trace
-from tracenet.rft.verify import audit, rel_diff
+from tracenet.rft.verify import audit, randomize_batchnorm, rel_diff
 
 tv = torchvision.models
 
@@ -22,12 +22,7 @@ def _features(model: nn.Module, nodes: list[str]) -> nn.Module:
 
 
 def _randomized(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
+    return randomize_batchnorm(model, torch.Generator().manual_seed(0)).eval()
 
 
 def _fpn() -> nn.Module:

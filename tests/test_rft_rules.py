@@ -10,16 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tracenet.rft import trace
-from tracenet.rft.verify import audit
+from tracenet.rft.verify import audit, randomize_batchnorm
 
 
 def _randomize(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
+    return randomize_batchnorm(model, torch.Generator().manual_seed(seed), mean_scale=0.3).eval()
 
 
 class Asymmetric(nn.Module):

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracenet.rft.verify import randomize_batchnorm
+
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
 
 
@@ -60,12 +62,7 @@ def randomized(backbone: str, **options):
 
     torch.manual_seed(0)
     model = TraceNet.build(backbone=backbone, **options)
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-    return model.eval()
+    return randomize_batchnorm(model, torch.Generator().manual_seed(0)).eval()
 
 
 def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
