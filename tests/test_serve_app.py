@@ -57,7 +57,17 @@ def test_page_and_assets_come_from_memory_not_paths(client: TestClient) -> None:
     assert page.status_code == 200 and '<canvas id="overlay"' in page.text
     assert page.headers["content-security-policy"].startswith("default-src 'self'")
     assert client.get("/static/app.js").headers["content-type"].startswith("text/javascript")
-    for probe in ["/static/index.html", "/static/..%2Fapp.py", "/static/%2e%2e/limits.py", "/etc/passwd"]:
+    probes = [
+        "/static/index.html",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e/limits.py",
+        "/etc/passwd",
+        "/api/sessions/..%2F..%2F..%2Fetc%2Fpasswd/image",
+        "/api/sessions/%2e%2e/image",
+        "/docs",
+        "/openapi.json",
+    ]
+    for probe in probes:
         response = client.get(probe)
         assert response.status_code == 404, probe
         assert "import" not in response.text and "root:" not in response.text
@@ -65,7 +75,8 @@ def test_page_and_assets_come_from_memory_not_paths(client: TestClient) -> None:
 
 def test_info_names_the_model_limits_and_examples(client: TestClient) -> None:
     info = client.get("/api/info").json()
-    assert info["model"] == {"backbone": "resnet18", "source": "test"} and info["warning"] is None
+    assert info["model"] == {"backbone": "resnet18", "source": "test", "min_size": 64, "max_size": 128}
+    assert info["warning"] is None
     assert info["limits"]["max_bytes"] == 200_000
     assert {e["name"] for e in info["examples"]} >= {"coffee", "chelsea"}
 
@@ -140,6 +151,29 @@ def test_bad_uploads_and_unknown_sessions_get_clear_errors(client: TestClient) -
     assert early.status_code == 422 and "tap the image first" in early.json()["error"]
 
 
+def test_upload_without_length_is_cut_off_at_the_limit(client: TestClient) -> None:
+    """A chunked upload (no Content-Length) is refused as soon as it passes the byte limit."""
+
+    def chunks():
+        for _ in range(100):  # 100 × 10 kB = 1 MB, five times the client's 200 kB limit
+            yield b"\0" * 10_000
+
+    response = client.post("/api/sessions", content=chunks())
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+
+
+def test_a_tap_on_one_session_leaves_the_others_untouched(client: TestClient) -> None:
+    a = upload(client, png(120, 80, seed=5)).json()["session"]
+    b = upload(client, png(120, 80, seed=6)).json()["session"]
+    ra = client.post(f"/api/sessions/{a}/taps", json={"x": 30, "y": 30}).json()
+    assert ra["tap"] == 1
+    early = client.post(f"/api/sessions/{b}/full")  # a's tap is not b's latest tap
+    assert early.status_code == 422 and "tap the image first" in early.json()["error"]
+    rb = client.post(f"/api/sessions/{b}/taps", json={"x": 30, "y": 30}).json()
+    assert rb["tap"] == 1 and rb["first_macs"] == rb["macs"]  # b's own cache started empty
+    assert client.post(f"/api/sessions/{a}/taps", json={"x": 90, "y": 60}).json()["tap"] == 2
+
+
 def test_sessions_are_isolated_and_bounded(client: TestClient) -> None:
     a = upload(client, png(120, 80, seed=1)).json()["session"]
     b = upload(client, png(64, 96, seed=2)).json()["session"]
@@ -159,9 +193,17 @@ def test_loopback_server_refuses_foreign_host_headers(engine: Engine) -> None:
         assert c.get("/api/info", headers={"Host": "attacker.example"}).status_code == 400
 
 
-def test_without_a_checkpoint_the_demo_warns_it_is_untrained(tmp_path: Path) -> None:
+def test_without_a_checkpoint_the_demo_runs_the_default_config_untrained(tmp_path: Path) -> None:
+    """Same architecture and preprocessing as the checkpoint the train stage would write."""
+    from tracenet.config import compose
+
     engine = load_engine(default=tmp_path / "model.pt")
-    assert engine.info.backbone == "resnet18" and "randomly initialised" in engine.info.warning
+    expected = compose().model
+    cfg = engine.model.cfg
+    for key in ("backbone", "fpn_channels", "mask_branch_channels", "min_size", "max_size"):
+        assert getattr(cfg, key) == expected[key], key
+    assert engine.info.source == "random initialisation"
+    assert "randomly initialised" in engine.info.warning and f"{cfg.max_size} px" in engine.info.warning
     with pytest.raises(FileNotFoundError, match="--checkpoint"):
         load_engine(tmp_path / "typo.pt")
 

@@ -76,6 +76,20 @@ def test_bad_uploads_are_refused_with_a_clear_message(data: bytes, status: int, 
     assert err.value.status == status
 
 
+def test_decompression_bomb_is_refused_from_its_header() -> None:
+    """A tiny PNG whose header claims 40000×40000 pixels is refused before any pixel is decoded."""
+    import struct
+    import zlib
+
+    data = bytearray(encode(Image.new("L", (1, 1)), "PNG"))
+    ihdr = data.index(b"IHDR")
+    data[ihdr + 4 : ihdr + 12] = struct.pack(">II", 40_000, 40_000)
+    data[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(data[ihdr : ihdr + 17])))
+    with pytest.raises(InputError, match="at most 4096 pixels") as err:
+        decode_image(bytes(data), Limits())
+    assert err.value.status == 422 and len(data) < 100
+
+
 def test_tiff_is_refused_by_content_whatever_it_claims() -> None:
     with pytest.raises(InputError) as err:
         decode_image(encode(rgb(), "TIFF"), Limits())

@@ -52,13 +52,14 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument(
         "--checkpoint",
-        help="model checkpoint (default: outputs/train/model.pt; without it, an untrained resnet18 with a warning)",
+        help="model checkpoint (default: outputs/train/model.pt; without it, an untrained model of the default "
+        "config, with a warning)",
     )
     parser.add_argument(
         "--max-sessions",
         type=int,
         default=4,
-        help="images kept with their region caches (~0.7 GB each, R-18 800x1333)",
+        help="images kept with their region caches (a few MB each for the default model, ~0.7 GB for R-18 800x1333)",
     )
     parser.add_argument("--max-upload-mib", type=float, default=10.0, help="largest upload accepted, in MiB")
     parser.add_argument("--max-side", type=int, default=4096, help="largest image side accepted, in pixels")
@@ -67,7 +68,11 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on opening an image, precompute what every tap needs (the backbone) so taps answer fast",
     )
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: 1 on a machine with at most 2 cores, else torch's)",
+    )
 
 
 def _run_serve(args: argparse.Namespace) -> int:

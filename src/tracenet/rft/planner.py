@@ -111,6 +111,19 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
     return Schedule(steps, req, hits, outputs, macs)
 
 
+@dataclass(frozen=True)
+class NodeRegion:
+    """One traced node's region, as ``TracePlan.node_regions()`` lists them."""
+
+    name: str  # the graph node's name, the key of plan.regions
+    module: str | None  # qualified name of the submodule the node calls; None for a function or method
+    inputs: tuple[str, ...]  # the listed nodes it reads (an add reads two)
+    kind: str  # its region rule: conv2d, pointwise, interpolate, fallback, ...
+    region: Box  # (y0, y1, x0, x1) on its output map
+    size: tuple[int, int]  # (H, W) of its whole output map
+    stride: tuple[float, float]  # input pixels per output pixel (y, x): input (H, W) / size
+
+
 class TracePlan:
     """What to compute, where, for some target boxes of one model at one input shape."""
 
@@ -139,6 +152,30 @@ class TracePlan:
             f"TracePlan(targets={self.targets}, input_region={self.input_region}, "
             f"macs={self.macs / 1e9:.3f}G of {self.full_macs / 1e9:.3f}G, fallbacks={len(self.fallbacks)})"
         )
+
+    def node_regions(self) -> list[NodeRegion]:
+        """Every node with a region (those in ``plan.regions``), input to output, with its module,
+        the nodes it reads, its output map's size and stride: enough to group regions by stage
+        and map them back to input pixels without reading the graph capture."""
+        cap, f = self.capture, self.capture.facts
+        height, width = cap.input_shape[2:]
+        listed = [n for n in cap.order if n.name in self.regions]
+        names = {n.name for n in listed}
+        out = []
+        for n in listed:
+            h, w = f.hw(n)
+            out.append(
+                NodeRegion(
+                    name=n.name,
+                    module=str(n.target) if n.op == "call_module" else None,
+                    inputs=tuple(p.name for p in n.all_input_nodes if p.name in names),
+                    kind=cap.ops[n].kind,
+                    region=self.regions[n.name],
+                    size=(h, w),
+                    stride=(height / h, width / w),
+                )
+            )
+        return out
 
     def run(self, x: torch.Tensor, cache: RegionCache | None = None) -> dict[Hashable, torch.Tensor]:
         """{key: full_output[key][..., y0:y1, x0:x1]}, computed on crops only."""

@@ -85,7 +85,12 @@ def create_app(
     @app.get("/api/info")
     def info() -> dict[str, Any]:
         return {
-            "model": {"backbone": engine.info.backbone, "source": engine.info.source},
+            "model": {
+                "backbone": engine.info.backbone,
+                "source": engine.info.source,
+                "min_size": engine.model.cfg.min_size,  # photos are resized to these (the model's
+                "max_size": engine.model.cfg.max_size,  # preprocessing); masks come back full size
+            },
             "warning": engine.info.warning,
             "limits": {
                 "max_bytes": limits.max_bytes,

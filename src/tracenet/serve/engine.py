@@ -6,6 +6,7 @@ small (parallel requests would only slow each other) and RFT memoizes plans per 
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,10 @@ import numpy as np
 from tracenet.checkpoints import DEFAULT_CHECKPOINT
 
 FALLBACK_BACKBONE = "resnet18"
+# Up to this many cores the server runs torch on one thread: a tap is a few hundred small ops
+# on crops, and on a 2-core machine two threads made taps 3-30x slower whenever other work
+# shared the CPU (docs/serve.md has the measurements).
+FEW_CORES = 2
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,43 @@ class Engine:
             return self.model.segment(image, click=click, mode="full")
 
 
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int | None:
+    """Torch CPU threads when none are asked for: 1 on a machine with few cores, else None
+    (torch's choice, one per core)."""
+    return 1 if available_cores() <= FEW_CORES else None
+
+
+def default_model_options(overrides: list[str] | None = None) -> tuple[dict[str, Any], str]:
+    """The model options the train stage builds the default model from (conf/ composed, as
+    `experiment=default_cpu` sets them; Hydra `overrides` change them), without pretrained
+    weights; and where they come from. Outside a source checkout (no conf/), the resnet18
+    of ModelConfig's defaults."""
+    from tracenet.config import CONF_DIR
+
+    if not CONF_DIR.is_dir():
+        if overrides:
+            raise ValueError(f"config overrides {overrides} need conf/ (a source checkout); {CONF_DIR} is absent")
+        return {"backbone": FALLBACK_BACKBONE}, f"{FALLBACK_BACKBONE} defaults (no {CONF_DIR} to read)"
+    from omegaconf import OmegaConf
+
+    from tracenet.config import compose
+
+    options = OmegaConf.to_container(compose(overrides).model, resolve=True)
+    options.pop("pretrained", None)  # random initialisation: no download
+    changed = f" with {' '.join(overrides)}" if overrides else ""
+    return options, f"the default config's model options (conf/{changed})"
+
+
 def load_engine(checkpoint: str | Path | None = None, default: Path = DEFAULT_CHECKPOINT) -> Engine:
-    """The given checkpoint, else the default one, else a random resnet18 with a warning.
+    """The given checkpoint, else the default one, else an untrained model of the default
+    configuration (same architecture and preprocessing as the default checkpoint) with a warning.
 
     A checkpoint that was asked for but is missing is an error (a typo must not silently
     serve random weights); only the default falls back, so the demo always starts.
@@ -83,10 +123,20 @@ def load_engine(checkpoint: str | Path | None = None, default: Path = DEFAULT_CH
     if default.is_file():
         model = TraceNet.from_checkpoint(default)
         return Engine(model.eval(), ModelInfo(model.cfg.backbone, str(default), None))
-    model = TraceNet.build(backbone=FALLBACK_BACKBONE).eval()
+    options, origin = default_model_options()
+    model = TraceNet.build(**options).eval()
+    backbone = model.cfg.backbone
     warning = (
-        f"No trained checkpoint at {default}: this is a randomly initialised {FALLBACK_BACKBONE}, so its "
-        "masks are meaningless (the costs and the trace = full equality still hold). Train one with "
-        "`make demo` (or `dvc repro train`), or pass --checkpoint PATH."
+        f"No trained checkpoint at {default}: this is a randomly initialised {backbone} built from {origin} "
+        f"(photos resized to {input_size(model.cfg)}), so its masks are meaningless (the costs and the "
+        "trace = full equality still hold). Train one with `make demo` (or `dvc repro train`), or pass "
+        "--checkpoint PATH."
     )
-    return Engine(model, ModelInfo(FALLBACK_BACKBONE, "random initialisation", warning))
+    return Engine(model, ModelInfo(backbone, "random initialisation", warning))
+
+
+def input_size(cfg: Any) -> str:
+    """The preprocessing a model config applies to photos, in words."""
+    if cfg.min_size == cfg.max_size:
+        return f"{cfg.max_size} px on the long side"
+    return f"{cfg.min_size} px on the short side, at most {cfg.max_size} px on the long side"

@@ -8,9 +8,10 @@ branch) by module and stride, and each stage's bounding box is mapped back to th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import fx
+if TYPE_CHECKING:
+    from tracenet.rft.planner import NodeRegion
 
 FAMILIES = {"backbone": "backbone C", "fpn": "FPN P", "heads": "heads P", "mask_branch": "mask branch /"}
 
@@ -34,33 +35,31 @@ def tap_regions(model: Any, model_session: Any, click: tuple[int, int], result: 
     ]
     stages: dict[tuple[str, int], dict[str, Any]] = {}
     for plan in plans:
-        facts = plan.capture.facts
-        family = _families(plan.capture.order)
-        nodes = {n.name: n for n in plan.capture.order}
-        for name, (y0, y1, x0, x1) in plan.regions.items():
-            node = nodes[name]
-            if family.get(node) is None:
+        nodes = plan.node_regions()
+        family = _families(nodes)
+        for node in nodes:
+            if family[node.name] is None:
                 continue
-            h, w = facts.hw(node)
             # The larger ratio, rounded: P6/P7 round sizes up (13 -> 7 -> 4 rows), and on a
             # small input a level may be a single row.
-            stride = 2 ** round(math.log2(max(shape[2] / h, shape[3] / w)))
-            key = (family[node], stride)
-            stage = stages.setdefault(key, {"cells": (y0, y1, x0, x1), "map": (h, w)})
+            stride = 2 ** round(math.log2(max(node.stride)))
+            key = (family[node.name], stride)
+            y0, y1, x0, x1 = node.region
+            stage = stages.setdefault(key, {"cells": node.region, "map": node.size})
             a = stage["cells"]
             stage["cells"] = (min(a[0], y0), max(a[1], y1), min(a[2], x0), max(a[3], x1))
     return [_describe(fam, stride, s, prep.geo) for (fam, stride), s in sorted(stages.items(), key=_order)]
 
 
-def _families(order: list[fx.Node]) -> dict[fx.Node, str | None]:
+def _families(nodes: list[NodeRegion]) -> dict[str, str | None]:
     """Module family of each node; functions (add, interpolate) inherit it from their inputs."""
-    out: dict[fx.Node, str | None] = {}
-    for n in order:
-        if n.op == "call_module":
-            head = str(n.target).split(".")[0]
-            out[n] = head if head in FAMILIES else None
+    out: dict[str, str | None] = {}
+    for n in nodes:
+        if n.module is not None:
+            head = n.module.split(".")[0]
+            out[n.name] = head if head in FAMILIES else None
         else:
-            out[n] = next((out[p] for p in n.all_input_nodes if out.get(p)), None)
+            out[n.name] = next((out[p] for p in n.inputs if out.get(p)), None)
     return out
 
 

@@ -36,16 +36,22 @@ def run_server(
     import uvicorn
 
     from tracenet.serve.app import create_app
-    from tracenet.serve.engine import load_engine
+    from tracenet.serve.engine import default_threads, input_size, load_engine
 
     if not 0 < port < 65536:
         raise ValueError(f"port must be in 1..65535, got {port}")
+    if threads is None:
+        threads = default_threads()
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
     engine = load_engine(checkpoint)
-    print(f"tracenet serve: model {engine.info.backbone} from {engine.info.source}", file=sys.stderr)
+    print(
+        f"tracenet serve: model {engine.info.backbone} from {engine.info.source}, photos resized to "
+        f"{input_size(engine.model.cfg)}; torch threads {torch.get_num_threads()}",
+        file=sys.stderr,
+    )
     if engine.info.warning:
         print(f"tracenet serve: WARNING: {engine.info.warning}", file=sys.stderr)
     loopback = is_loopback(host)

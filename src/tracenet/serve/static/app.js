@@ -47,7 +47,11 @@ async function init() {
   try {
     const info = await api("/api/info");
     state.limits = info.limits;
-    $("model").textContent = `Model: ${info.model.backbone} (${info.model.source}).`;
+    const m = info.model;
+    const size = m.min_size === m.max_size
+      ? `${m.max_size} px on the long side`
+      : `${m.min_size} px on the short side, at most ${m.max_size} px on the long side`;
+    $("model").textContent = `Model: ${m.backbone} (${m.source}); it sees photos resized to ${size}.`;
     if (info.warning) {
       $("warning").textContent = info.warning;
       $("warning").hidden = false;
