@@ -25,6 +25,22 @@ class Subcommand:
     run: Callable[[argparse.Namespace], int]
 
 
+def _lazy(module: str, name: str) -> Callable:
+    """``module.name`` called on first use: the command's imports stay out of `tracenet --help`."""
+
+    def call(arg):
+        from importlib import import_module
+
+        return getattr(import_module(module), name)(arg)
+
+    return call
+
+
+def _command(help: str, module: str, add_arguments: str = "add_arguments", run: str = "run") -> Subcommand:
+    """A subcommand implemented in ``module`` (tracenet.commands.*), imported only when used."""
+    return Subcommand(help=help, add_arguments=_lazy(module, add_arguments), run=_lazy(module, run))
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="rerun every stage (dvc repro --force)")
 
@@ -33,18 +49,6 @@ def _run_demo(args: argparse.Namespace) -> int:
     from tracenet.demo import run_demo
 
     return run_demo(force=args.force)
-
-
-def _segment_arguments(parser: argparse.ArgumentParser) -> None:
-    from tracenet.commands.segment import add_arguments
-
-    add_arguments(parser)
-
-
-def _run_segment(args: argparse.Namespace) -> int:
-    from tracenet.commands.segment import run
-
-    return run(args)
 
 
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,10 +98,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "segment": Subcommand(
-        help="segment the object under one tap: writes the mask, prints score, level, MACs, time",
-        add_arguments=_segment_arguments,
-        run=_run_segment,
+    "segment": _command(
+        "segment the object under one tap: writes the mask, prints score, level, MACs, time",
+        "tracenet.commands.segment",
     ),
     "demo": Subcommand(
         help="run the main job (the DVC pipeline) on the embedded synthetic default",
@@ -108,6 +111,22 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         help="interactive browser demo: tap an object, see its mask and what trace mode saved",
         add_arguments=_serve_arguments,
         run=_run_serve,
+    ),
+    "export": _command(
+        "the export stage: FullNet/TraceNet ONNX and TFLite artifacts with metadata, verified",
+        "tracenet.commands.export",
+        "export_arguments",
+        "run_export",
+    ),
+    "profile": _command(
+        "the profile stage: cold start, latency, RSS, size and MACs of every exported artifact",
+        "tracenet.commands.export",
+        "profile_arguments",
+        "run_profile",
+    ),
+    "bench": _command(
+        "run a benchmark: model (TraceNet vs FullNet per tap), rft (plan vs full), serve (tap latency)",
+        "tracenet.commands.bench",
     ),
 }
 
