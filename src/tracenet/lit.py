@@ -40,33 +40,17 @@ class ValConfig:
 
 
 class TraceNetModule(L.LightningModule):
-    def __init__(
-        self, model: dict[str, Any], optim: dict[str, Any], val: dict[str, Any], freeze_head_bn: bool = True
-    ) -> None:
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any], val: dict[str, Any]) -> None:
         super().__init__()
         # Plain dicts only: checkpoints must load with torch.load(weights_only=True).
         self.save_hyperparameters()
         self.optim_cfg = OptimConfig(**optim)
         self.val_cfg = ValConfig(**val)
         self.model = TraceNet.build(**model)
-        self.freeze_head_bn = freeze_head_bn
-        self.train()  # Lightning does not call train() when fitting starts: apply the freeze now
         self.rank_checksums: list[list[float]] = []
         self._val_reset()
 
     # ------------------------------------------------------------------ training
-    def train(self, mode: bool = True) -> TraceNetModule:
-        """The heads' BatchNorm layers are shared by P3..P7, whose statistics differ widely: with
-        batch statistics in training and one running average at inference the trained heads
-        break at inference (measured: focal loss 0.26 in train mode, 33 in eval mode). Frozen,
-        they act as the fixed affine maps inference uses, so training optimizes what runs."""
-        super().train(mode)
-        if mode and self.freeze_head_bn:
-            for module in self.model.dense.heads.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
-        return self
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.model.compute_loss(batch["images"], batch["targets"])
         self._check_finite(losses, batch, batch_idx)

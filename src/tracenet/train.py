@@ -65,7 +65,6 @@ def train(cfg: DictConfig, out_dir: str | Path) -> dict[str, Any]:
         model=resolved["model"],
         optim=resolved["train"]["optim"],
         val=resolved["train"]["val"],
-        freeze_head_bn=bool(cfg.train.freeze_head_bn),
     )
     loggers = build_loggers(resolved.get("logger"), out_dir, run_name=out_dir.name)
     for logger in loggers:

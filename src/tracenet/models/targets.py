@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from tracenet.models.config import LEVELS, STRIDES
@@ -52,6 +53,19 @@ def mask_centers(masks: Tensor, boxes: Tensor) -> Tensor:
     return torch.where((area > 0)[:, None], torch.stack((cx, cy), 1), box_c)
 
 
+def _cells_on_masks(masks: Tensor, sizes: dict[int, tuple[int, int]]) -> Tensor:
+    """[K, L] whether each level's cell (its stride × stride pixels) holds a pixel of each mask."""
+    k, h, w = masks.shape
+    m = masks.float().unsqueeze(0)  # [1,K,H,W]
+    on = []
+    for lvl in LEVELS:
+        s = STRIDES[lvl]
+        rows, cols = sizes[lvl]
+        padded = F.pad(m, (0, max(0, cols * s - w), 0, max(0, rows * s - h)))[..., : rows * s, : cols * s]
+        on.append(F.max_pool2d(padded, s).reshape(k, rows * cols))
+    return torch.cat(on, dim=1) > 0
+
+
 def assign(
     masks: Tensor,
     boxes: Tensor,
@@ -62,7 +76,8 @@ def assign(
     """FCOS assignment of one image's instances (``masks`` [K,H,W] bool, ``boxes`` [K,4] xyxy).
 
     ``mode="center"``: positive inside the box and within ``radius`` strides of the mask's centre of
-    mass (CondInst); ``mode="mask"``: positive wherever the location lies on the instance mask, so
+    mass (CondInst); ``mode="mask"``: positive at every cell holding a pixel of the instance mask,
+    i.e. every cell a tap on the object can fall in (inference reads the tapped pixel's cell), so
     off-centre taps are trained too. Either way the level must fit the object's size and ties go
     to the smaller instance.
     """
@@ -84,10 +99,7 @@ def assign(
         near = ((x - c[:, 0]).abs() < r) & ((y - c[:, 1]).abs() < r)
         positive = inside & near
     elif mode == "mask":
-        h, w = masks.shape[-2:]
-        yi, xi = y[:, 0].long().clamp(0, h - 1), x[:, 0].long().clamp(0, w - 1)
-        on = masks[:, yi, xi].T & (y < h) & (x < w)  # [L,K]
-        positive = inside & on
+        positive = _cells_on_masks(masks, sizes).T  # [L,K]
     else:
         raise ValueError(f"assignment mode must be 'center' or 'mask', got {mode!r}")
     reach = ltrb.max(dim=2).values
@@ -98,7 +110,9 @@ def assign(
     area = torch.where(positive, area, torch.full_like(area, float("inf")))
     best_area, best = area.min(dim=1)
     instance = torch.where(torch.isfinite(best_area), best, torch.full_like(best, -1))
-    t = ltrb[torch.arange(n, device=boxes.device), best]
+    # A "mask" positive can sit off the box (a cell that only touches the mask): its box target
+    # grows to take the location in, so the predicted region still holds the tapped object.
+    t = ltrb[torch.arange(n, device=boxes.device), best].clamp(min=0)
     lr, tb = t[:, [0, 2]], t[:, [1, 3]]
     ctr = ((lr.min(1).values / lr.max(1).values) * (tb.min(1).values / tb.max(1).values)).clamp(min=0).sqrt()
     ctr = torch.where(instance >= 0, ctr, torch.zeros_like(ctr))
