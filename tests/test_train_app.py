@@ -59,6 +59,22 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_a_failing_sweep_run_is_logged_and_the_sweep_goes_on(tmp_path):
+    """Both runs fail (no dataset): each says why, and the second still runs (an Optuna sweeper
+    records the NaN as a failed trial)."""
+    args = [
+        "-m",
+        "data=coco,lvis",
+        f"paths.data_root={tmp_path}/nowhere",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+    ]
+    result = _train(args, timeout=300)
+    out = result.stderr + result.stdout
+    assert result.returncode == 0, out[-3000:]
+    assert "coco train split not found" in out and "lvis train split not found" in out
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_config_key_is_named(tmp_path):
     result = _train(["train.optim.nmae=sgd", f"hydra.run.dir={tmp_path}/run"], timeout=300)
     assert result.returncode != 0

@@ -125,13 +125,19 @@ def _finish_wandb(loggers: list) -> None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns validation mIoU-T (what an Optuna sweeper maximizes)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from tracenet.lit import NonFiniteLossError
 
+    hydra_cfg = HydraConfig.get()
     try:
-        summary = train(cfg, HydraConfig.get().runtime.output_dir)
+        summary = train(cfg, hydra_cfg.runtime.output_dir)
     except (FileNotFoundError, ValueError, TypeError, NonFiniteLossError) as err:
         log.error("%s: %s", type(err).__name__, err)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One bad point of a sweep (say a diverging lr) must not end the others: the
+            # sweeper records NaN as a failed trial and goes on.
+            return float("nan")
         sys.exit(2)
     return summary["metrics"].get("val/miou_t")
 
