@@ -87,6 +87,22 @@ def test_synthetic_generation_is_fast():
     assert per_image < 0.05, f"{per_image * 1e3:.1f} ms per image"  # a few thousand in well under a minute
 
 
+def test_flat_objects_are_one_color_and_textured_ones_are_not():
+    def spread(texture: str) -> list[float]:
+        spec = SyntheticSpec(
+            seed=1, height=96, width=96, min_scale=0.4, max_scale=0.8, object_texture=texture
+        )
+        out = []
+        for i in range(6):
+            image, instances = render(spec, 0, i)
+            out += [float(image[mask].std(axis=0).max()) for _, mask in instances if mask.sum() > 100]
+        return out
+
+    flat, textured = spread("flat"), spread("textured")
+    assert flat and max(flat) < 10  # the pixel noise (sigma 6) only
+    assert np.median(textured) > 20
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -94,6 +110,7 @@ def test_synthetic_generation_is_fast():
         ({"height": 16}, "32"),
         ({"min_scale": 0.7}, "scales"),
         ({"min_visible": 2}, "fraction"),
+        ({"object_texture": "plaid"}, "object_texture"),
     ],
 )
 def test_bad_synthetic_spec_is_rejected(kwargs, message):
@@ -305,6 +322,13 @@ def test_prepare_generates_synthetic_and_summarizes(tmp_path: Path):
     assert summary["splits"]["train"]["images"] == 4 and summary["splits"]["val"]["images"] == 2
     assert json.loads((root / "summary.json").read_text())["splits"] == summary["splits"]
     assert dataset_of(root / "train")[0]["image"].shape == (3, 64, 80)
+    # Training on it with other generator settings is refused, naming the difference.
+    from tracenet.data.datamodule import TraceNetDataModule
+
+    other = {**data, "synthetic": {**data["synthetic"], "object_texture": "flat"}}
+    module = TraceNetDataModule(data=other, model={}, batch_size=2)
+    with pytest.raises(ValueError, match="object_texture: 'textured' there, 'flat' asked"):
+        module.prepare_data()
 
 
 def test_prepare_reports_missing_downloads(tmp_path: Path):

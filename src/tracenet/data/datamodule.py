@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -145,12 +146,15 @@ class TraceNetDataModule(L.LightningDataModule):
 
         spec = spec_from_config(self.data.get("synthetic") or {})
         annotations = self._split_files("train")[0]
-        first = json.loads(annotations.read_text())["images"][0]
-        if (first["height"], first["width"]) != (spec.height, spec.width):
+        stored = json.loads(annotations.read_text()).get("info", {}).get("spec")
+        wanted = asdict(spec)
+        if stored is not None and stored != wanted:
+            diff = ", ".join(
+                f"{k}: {stored.get(k)!r} there, {v!r} asked" for k, v in wanted.items() if stored.get(k) != v
+            )
             raise ValueError(
-                f"{annotations} holds {first['width']}×{first['height']} images but data.synthetic asks "
-                f"for {spec.width}×{spec.height}: delete {Path(self.data['root'])} to regenerate it, "
-                "or set data.root to another folder"
+                f"{annotations} was generated with other data.synthetic settings ({diff}): delete "
+                f"{Path(self.data['root'])} to regenerate it, or set data.root to another folder"
             )
 
     def setup(self, stage: str) -> None:
