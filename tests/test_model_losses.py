@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tracenet import TraceNet
 from tracenet.models.targets import BOUNDS, assign, locations
@@ -133,3 +134,22 @@ def test_bad_targets_are_named():
         model.compute_loss(img[None], [{**t, "labels": torch.tensor([0])}])
     with pytest.raises(ValueError, match="2 targets for a batch of 1"):
         model.compute_loss(img[None], [t, t])
+
+
+def test_semantic_loss_rewards_the_foreground_and_is_training_only():
+    from tracenet.models.losses import semantic_loss
+
+    img, target = _shapes(0)
+    union = target["masks"].any(0).float()
+    right = torch.logit(F.avg_pool2d(union[None, None], 8).clamp(0.01, 0.99))
+    assert semantic_loss(right, [target]) < semantic_loss(-right, [target])
+    with_sem = TraceNet.build(
+        backbone="resnet18", fpn_channels=16, mask_branch_channels=8, semantic_loss_weight=0.5
+    )
+    losses = with_sem.train().compute_loss(torch.stack([img, img]), [target, target])
+    terms = sum(v for k, v in losses.items() if k != "loss")
+    assert "loss_sem" in losses and torch.allclose(losses["loss"], terms)
+    losses["loss"].backward()
+    assert with_sem.semantic_head.weight.grad.abs().sum() > 0
+    assert "semantic_head" not in dict(with_sem.dense.named_children())  # neither mode computes it
+    assert TraceNet.build(backbone="resnet18", fpn_channels=16, mask_branch_channels=8).semantic_head is None

@@ -32,6 +32,10 @@ class ModelConfig:
     assign: str = "center"  # "center" (FCOS center sampling) or "mask" (every in-mask location)
     center_radius: float = 1.5
     max_mask_samples: int = 64
+    # CondInst's auxiliary semantic loss (class-agnostic here): a training-only 1×1 conv on the
+    # mask features predicts the foreground, which teaches them object extent directly instead
+    # of only through the dynamic heads. 0 turns it off; inference never runs it.
+    semantic_loss_weight: float = 0.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
 
@@ -49,6 +53,8 @@ class ModelConfig:
             raise ValueError(f"size_divisibility must be a multiple of 32, got {self.size_divisibility}")
         if not 0 <= self.margin <= 4:
             raise ValueError(f"margin must be in [0, 4] (a fraction of the box size), got {self.margin}")
+        if not self.semantic_loss_weight >= 0:
+            raise ValueError(f"semantic_loss_weight must be >= 0, got {self.semantic_loss_weight}")
         if self.min_size > self.max_size:
             raise ValueError(f"min_size {self.min_size} > max_size {self.max_size}")
 

@@ -94,6 +94,18 @@ def _mask_loss(dense, targets, ctrl, locs, lvl_idx, pos_img, pos_loc, pos_inst, 
     return torch.cat(losses).mean()
 
 
+def semantic_loss(logits: Tensor, targets: list[dict]) -> Tensor:
+    """BCE of foreground logits ``[N,1,h,w]`` (stride 8) against the share of each cell covered
+    by any instance (the union of the masks, a soft target)."""
+    fh, fw = logits.shape[-2:]
+    fg = []
+    for t in targets:
+        union = t["masks"].any(0, keepdim=True).float() if len(t["masks"]) else logits.new_zeros(1, 1, 1)
+        union = F.pad(union, (0, fw * MASK_STRIDE - union.shape[-1], 0, fh * MASK_STRIDE - union.shape[-2]))
+        fg.append(F.avg_pool2d(union[None], MASK_STRIDE)[0])
+    return F.binary_cross_entropy_with_logits(logits, torch.stack(fg))
+
+
 def check_targets(targets: list[dict], batch: int) -> None:
     """Fail before the forward pass, naming the bad target."""
     if len(targets) != batch:

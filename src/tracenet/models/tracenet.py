@@ -20,7 +20,7 @@ from tracenet.models import checkpoint, decode
 from tracenet.models.config import ModelConfig
 from tracenet.models.dense import DenseNet
 from tracenet.models.dynamic_head import MACS_PER_PIXEL
-from tracenet.models.losses import check_targets, compute_losses
+from tracenet.models.losses import check_targets, compute_losses, semantic_loss
 from tracenet.models.preprocess import (
     Geometry,
     check_box,
@@ -46,6 +46,8 @@ class TraceNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.dense = DenseNet(cfg, pretrained)
+        # Training only (outside the dense network: neither mode computes it).
+        self.semantic_head = nn.Conv2d(cfg.mask_feat_channels, 1, 1) if cfg.semantic_loss_weight > 0 else None
         self._full_macs: dict[tuple[int, ...], int] = {}
 
     # ------------------------------------------------------------------ construction
@@ -83,7 +85,16 @@ class TraceNet(nn.Module):
     def compute_loss(self, images: Tensor, targets: list[dict], generator=None) -> dict[str, Tensor]:
         """Training losses (``loss`` is their sum); targets per image: masks, boxes (xyxy px), labels."""
         check_targets(targets, images.shape[0])
-        return compute_losses(self(images), targets, self.cfg, generator)
+        dense = self(images)
+        losses = compute_losses(dense, targets, self.cfg, generator)
+        if self.semantic_head is not None:
+            sem = (
+                semantic_loss(self.semantic_head(dense["mask_feats"]), targets)
+                * self.cfg.semantic_loss_weight
+            )
+            losses["loss_sem"] = sem
+            losses["loss"] = losses["loss"] + sem
+        return losses
 
     def prepare(self, image) -> Prepared:
         """Check, resize (short side ``min_size``, long side <= ``max_size``), normalize and pad."""
