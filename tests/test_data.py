@@ -101,6 +101,13 @@ def test_flat_objects_are_one_color_and_textured_ones_are_not():
     flat, textured = spread("flat"), spread("textured")
     assert flat and max(flat) < 10  # the pixel noise (sigma 6) only
     assert np.median(textured) > 20
+    plain = SyntheticSpec(seed=1, height=96, width=96, background_texture="flat")
+    for i in range(3):
+        image, instances = render(plain, 0, i)
+        background = (
+            ~np.any([mask for _, mask in instances], axis=0) if instances else np.ones((96, 96), bool)
+        )
+        assert image[background].std(axis=0).max() < 10
 
 
 @pytest.mark.parametrize(
@@ -111,6 +118,7 @@ def test_flat_objects_are_one_color_and_textured_ones_are_not():
         ({"min_scale": 0.7}, "scales"),
         ({"min_visible": 2}, "fraction"),
         ({"object_texture": "plaid"}, "object_texture"),
+        ({"background_texture": "plaid"}, "background_texture"),
     ],
 )
 def test_bad_synthetic_spec_is_rejected(kwargs, message):

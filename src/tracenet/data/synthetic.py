@@ -27,7 +27,7 @@ from tracenet.atomic import atomic_dir
 
 CATEGORIES = ("ellipse", "ring", "star", "polygon", "bar", "crescent")
 SPLITS = ("train", "val", "test")
-OBJECT_TEXTURES = ("textured", "flat")
+TEXTURES = ("textured", "flat")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class SyntheticSpec:
     # "flat": objects in one color (plus the pixel noise) over the textured backgrounds, so the
     # shape shows in color alone: what a from-scratch CPU model can learn in minutes.
     object_texture: str = "textured"
+    background_texture: str = "textured"  # "flat": one color, as the classic shapes toy sets
 
     def __post_init__(self) -> None:
         if self.height < 32 or self.width < 32:
@@ -58,8 +59,9 @@ class SyntheticSpec:
             raise ValueError(f"scales: need 0 < min ({self.min_scale}) <= max ({self.max_scale}) <= 1")
         if not 0 <= self.min_visible <= 1:
             raise ValueError(f"min_visible is a fraction in [0, 1], got {self.min_visible}")
-        if self.object_texture not in OBJECT_TEXTURES:
-            raise ValueError(f"object_texture must be one of {OBJECT_TEXTURES}, got {self.object_texture!r}")
+        for name in ("object_texture", "background_texture"):
+            if getattr(self, name) not in TEXTURES:
+                raise ValueError(f"{name} must be one of {TEXTURES}, got {getattr(self, name)!r}")
 
 
 def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -134,6 +136,8 @@ def render(
     h, w = spec.height, spec.width
     yy, xx = np.arange(h, dtype=np.float32)[:, None], np.arange(w, dtype=np.float32)[None, :]
     image = _texture(rng, yy, xx)
+    if spec.background_texture == "flat":
+        image[:] = image.mean(axis=(0, 1))  # same draws either way: one setting leaves the rest alike
     n = int(rng.integers(spec.min_objects, spec.max_objects + 1))
     objects = []
     short = min(h, w)
@@ -252,4 +256,5 @@ def spec_from_config(cfg: Mapping[str, Any]) -> SyntheticSpec:
         min_visible=float(cfg.get("min_visible", 0.3)),
         min_area=int(cfg.get("min_area", 30)),
         object_texture=str(cfg.get("object_texture", "textured")),
+        background_texture=str(cfg.get("background_texture", "textured")),
     )
