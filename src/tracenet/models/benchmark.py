@@ -2,12 +2,15 @@
 
     python -m tracenet.models.benchmark [--backbones resnet50 resnet101 mobilenet_v3_large]
         [--data ../shared/data/coco_mini] [--images 3] [--min-size 800 --max-size 1333]
+        [--threads 1 2]
 
 Taps are pixels inside COCO val instances (area > 500) with ``box`` = the instance's box, so
 the mask region is fixed by the data, not by random weights. Each tap runs full then trace,
 interleaved, so CPU contention hits both alike. MACs: one multiply-add = 1 (the paper's
 "FLOPs"). "2nd tap" is the second instance tapped in one session (the region cache kept).
 Weights are random (BatchNorm statistics randomized); the cost does not depend on them.
+Each row names its torch thread count and the 1-minute load average at its start and end
+(wall-clock ratios on a shared machine move with the load).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -109,24 +113,37 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--min-size", type=int, default=800)
     p.add_argument("--max-size", type=int, default=1333)
-    p.add_argument("--json", action="store_true", help="also print one JSON line per backbone")
+    p.add_argument(
+        "--threads", type=int, nargs="+", help="torch thread counts, one row each (default: torch's default)"
+    )
+    p.add_argument("--json", action="store_true", help="also print one JSON line per row")
     args = p.parse_args(argv)
     if args.images < 1:
         p.error("--images must be >= 1")
+    if args.threads and min(args.threads) < 1:
+        p.error("--threads must be >= 1")
     from rich.console import Console
     from rich.table import Table
 
     torch.set_grad_enabled(False)
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
     for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "2nd tap/full",
-                "full s (median)", "trace s (median)", "wall trace/full"):  # fmt: skip
+                "full s (median)", "trace s (median)", "wall trace/full", "threads", "load"):  # fmt: skip
         table.add_column(col, justify="right")
-    for backbone in args.backbones:
-        r = bench(backbone, args.data, args.images, min_size=args.min_size, max_size=args.max_size)
-        if args.json:
-            print(json.dumps(r), flush=True)
-        table.add_row(*(str(v) for v in r.values()))
-    Console(width=160).print(table)
+    default = torch.get_num_threads()
+    try:
+        for backbone in args.backbones:
+            for threads in args.threads or [default]:
+                torch.set_num_threads(threads)
+                load = os.getloadavg()[0]
+                r = bench(backbone, args.data, args.images, min_size=args.min_size, max_size=args.max_size)
+                r["threads"], r["load"] = threads, f"{load:.1f}-{os.getloadavg()[0]:.1f}"
+                if args.json:
+                    print(json.dumps(r), flush=True)
+                table.add_row(*(str(v) for v in r.values()))
+    finally:
+        torch.set_num_threads(default)
+    Console(width=180).print(table)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Graph capture: torch.fx symbolic tracing plus shape propagation on fake tensors (no real
-forward), done once per (module, input shape) and kept alongside the module.
+"""Graph capture: torch.fx symbolic tracing (once per module) plus shape propagation on meta
+tensors (no real forward; fake tensors when an op needs them), done once per (module, input
+shape) and kept alongside the module.
 
 It records, per node: tensor shapes, the full-graph value of every non-tensor node (x.shape,
 sizes, python arithmetic on them: executed crops reuse these, so e.g. FPN's interpolate size
@@ -9,6 +10,7 @@ spatial dims of each tensor, and the node's region rule.
 
 from __future__ import annotations
 
+import operator
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -16,15 +18,43 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import fx
+import torch.nn.functional as F
+from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from tracenet.rft.rules import Facts, Fallback, Op, bind
+from tracenet.rft.rules import Facts, Fallback, Op, bind, pointwise
 
 _CAPTURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], Capture]] = (
     weakref.WeakKeyDictionary()
 )
+_GRAPHS: weakref.WeakKeyDictionary[torch.nn.Module, fx.GraphModule] = weakref.WeakKeyDictionary()
+
+# Ops FlopCounterMode counts nothing for (it counts matmul-, conv- and attention-like aten ops;
+# these decompose into none). Propagating them outside the counter skips its decomposition of
+# e.g. batch_norm into Python prims, the bulk of a capture's time.
+_NO_MACS_MODULES = {
+    *pointwise._MODULES, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.Flatten,
+}  # fmt: skip
+_BN_DIMS = {nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}
+_SAME_SHAPE_MODULES = {
+    *_BN_DIMS, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid,
+    nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d,
+}  # fmt: skip
+# Values that differ between meta and real tensors: a graph reading them is propagated on fake
+# tensors, whose device is the real one.
+_DEVICE_ATTRS = {"device", "is_cpu", "is_cuda", "is_meta", "get_device"}
+_NO_MACS_FUNCTIONS = {
+    *pointwise._FUNCTIONS, operator.getitem, getattr, F.interpolate, F.max_pool2d, F.avg_pool2d,
+    F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.pad, F.batch_norm, F.layer_norm, F.group_norm,
+    torch.cat, torch.stack, torch.flatten, torch.reshape, torch.permute, torch.transpose,
+}  # fmt: skip
+_NO_MACS_METHODS = {
+    *pointwise._METHODS, "size", "dim", "view", "reshape", "flatten", "permute", "transpose",
+    "squeeze", "unsqueeze", "chunk", "split", "mean", "sum", "amax", "amin",
+}  # fmt: skip
 
 
 class Source(Op):
@@ -57,6 +87,10 @@ class Capture:
     outputs: dict[Hashable, fx.Node]
     source: fx.Node
     plans: OrderedDict = field(default_factory=OrderedDict)  # memo: targets -> TracePlan
+    output_nodes: frozenset[fx.Node] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.output_nodes = frozenset(self.outputs.values())
 
     @property
     def total_macs(self) -> int:
@@ -113,7 +147,27 @@ def _inline(gm: fx.GraphModule) -> fx.GraphModule:
 
 def _graph_module(model: torch.nn.Module) -> fx.GraphModule:
     """An fx GraphModule over the model's submodules, holding no reference to the model itself
-    (so the capture cache, weakly keyed on the model, does not keep it alive)."""
+    (so the capture cache, weakly keyed on the model, does not keep it alive). Traced once per
+    model and shared by its captures at every input shape, unless a submodule it calls has been
+    replaced since."""
+    gm = _GRAPHS.get(model)
+    if gm is None or not _same_submodules(model, gm):
+        gm = _GRAPHS[model] = _trace_graph(model)
+    return gm
+
+
+def _same_submodules(model: torch.nn.Module, gm: fx.GraphModule) -> bool:
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            try:
+                if model.get_submodule(str(n.target)) is not gm.get_submodule(str(n.target)):
+                    return False
+            except AttributeError:
+                return False
+    return True
+
+
+def _trace_graph(model: torch.nn.Module) -> fx.GraphModule:
     if isinstance(model, fx.GraphModule):
         return _inline(model)
     try:
@@ -127,16 +181,28 @@ def _graph_module(model: torch.nn.Module) -> fx.GraphModule:
 
 
 class _Propagate(fx.Interpreter):
-    """Runs the graph on fake tensors, recording shapes, non-tensor values and MACs per node."""
+    """Runs the graph on meta or fake tensors, recording shapes, non-tensor values and MACs per
+    node."""
 
     def __init__(self, gm: fx.GraphModule, facts: Facts) -> None:
         super().__init__(gm)
         self.facts, self.macs = facts, {}
 
+    def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
+        # On meta tensors, unary same-shape modules need no kernel: their meta kernels (e.g.
+        # batch_norm's Python decomposition) would cost more than the rest of the capture.
+        if _keeps_meta_shape(self.module.get_submodule(target), args, kwargs):
+            return torch.empty_like(args[0])
+        return super().call_module(target, args, kwargs)
+
     def run_node(self, n: fx.Node) -> Any:
-        with FlopCounterMode(display=False) as counter:
+        if _counts_nothing(self.module, n):
             value = super().run_node(n)
-        self.macs[n] = counter.get_total_flops() // 2
+            self.macs[n] = 0
+        else:
+            with FlopCounterMode(display=False) as counter:
+                value = super().run_node(n)
+            self.macs[n] = counter.get_total_flops() // 2
         f = self.facts
         if isinstance(value, torch.Tensor):
             f.shapes[n], f.dtypes[n] = tuple(value.shape), value.dtype
@@ -145,6 +211,72 @@ class _Propagate(fx.Interpreter):
         elif n.op != "output":
             f.consts[n] = value
         return value
+
+
+def _keeps_meta_shape(m: nn.Module, args: tuple, kwargs: dict) -> bool:
+    if type(m) not in _SAME_SHAPE_MODULES or len(args) != 1 or kwargs:
+        return False
+    x = args[0]
+    if not isinstance(x, torch.Tensor) or not x.is_meta or not x.is_floating_point():
+        return False
+    if type(m) in _BN_DIMS:  # the checks batch_norm itself makes
+        return x.dim() == _BN_DIMS[type(m)] and x.shape[1] == m.num_features
+    return True
+
+
+def _counts_nothing(gm: fx.GraphModule, n: fx.Node) -> bool:
+    if n.op in ("placeholder", "get_attr", "output"):
+        return True
+    if n.op == "call_module":  # exact types: a subclass may compute more
+        return type(gm.get_submodule(str(n.target))) in _NO_MACS_MODULES
+    if n.op == "call_method":
+        return n.target in _NO_MACS_METHODS
+    return n.target in _NO_MACS_FUNCTIONS
+
+
+class _Reparametrized(nn.Module):
+    """Runs the propagation with the graph's parameters and buffers swapped for meta tensors."""
+
+    def __init__(self, gm: fx.GraphModule, prop: _Propagate) -> None:
+        super().__init__()
+        self.gm, self.prop = gm, [prop]
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.prop[0].run(x)
+
+
+def _propagate(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> tuple[Facts, dict[fx.Node, int]]:
+    """Shapes, constants and MACs per node: on meta tensors (fast), or on fake tensors when an
+    op cannot run on meta (e.g. it mixes the input with a real tensor it creates)."""
+    if not _reads_device(gm):
+        facts = Facts(gm)
+        prop = _Propagate(gm, facts)
+        tensors = {
+            **dict(gm.named_parameters(remove_duplicate=False)),
+            **dict(gm.named_buffers(remove_duplicate=False)),
+        }
+        meta = {f"gm.{k}": torch.empty_like(v, device="meta") for k, v in tensors.items()}
+        try:
+            torch.func.functional_call(
+                _Reparametrized(gm, prop), meta, (torch.empty(input_shape, device="meta"),)
+            )
+            return facts, prop.macs
+        except Exception:  # e.g. a tensor the graph creates on the CPU meets a meta one
+            pass
+    facts = Facts(gm)
+    prop = _Propagate(gm, facts)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        prop.run(mode.from_tensor(torch.empty(input_shape)))
+    return facts, prop.macs
+
+
+def _reads_device(gm: fx.GraphModule) -> bool:
+    for n in gm.graph.nodes:
+        if n.op == "call_method" and n.target in _DEVICE_ATTRS:
+            return True
+        if n.op == "call_function" and n.target is getattr and len(n.args) > 1 and n.args[1] in _DEVICE_ATTRS:
+            return True
+    return False
 
 
 def _outputs(gm: fx.GraphModule) -> dict[Hashable, fx.Node]:
@@ -169,11 +301,8 @@ def _capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Capture:
             f"RFT needs a model taking exactly one tensor (other arguments need defaults); "
             f"its graph has {len(sources)} required inputs"
         )
-    facts = Facts(gm)
-    prop = _Propagate(gm, facts)
     try:
-        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            prop.run(mode.from_tensor(torch.empty(input_shape)))
+        facts, macs = _propagate(gm, input_shape)
     except Exception as e:
         raise ValueError(
             f"input_shape {input_shape} does not fit {type(model).__name__}: shape propagation failed "
@@ -198,7 +327,7 @@ def _capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Capture:
         else:
             ops[n] = Const(n, facts, "constant")
         facts.sdims[n] = ops[n].out_sdims()
-    return Capture(gm, input_shape, facts, ops, order, prop.macs, _outputs(gm), source)
+    return Capture(gm, input_shape, facts, ops, order, macs, _outputs(gm), source)
 
 
 def capture(model: torch.nn.Module, input_shape: tuple[int, ...]) -> Capture:

@@ -1,5 +1,7 @@
 """Runs a schedule: each step slices its inputs out of their producers' crops and calls the
-node's rule-built function; hit nodes start out with their cached slices."""
+node's rule-built function; hit nodes start out with their cached slices. Small steps (crops
+of a few cells) run on one thread: an OpenMP fork/join costs more than their work, and far
+more when the cores are shared (a descheduled worker stalls the whole team)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ class Step:
     takes: tuple[tuple[fx.Node, Narrow], ...]
     call: Call
     macs: int
+    serial: bool = False  # small (a crop of a few cells): run on one thread
 
 
 def take(value: Any, narrow: Narrow) -> Any:
@@ -54,12 +57,23 @@ def execute(
     free: list[tuple[fx.Node, ...]] | None = None,
 ) -> dict[Hashable, Any]:
     """Computes every step in order into `env` (dropping values after their last use when
-    `free` is given), then slices the targets out of it."""
-    for i, step in enumerate(steps):
-        inputs = {p: take(env[p], narrow) for p, narrow in step.takes}
-        env[step.node] = step.call(inputs)
-        del inputs
-        if free is not None:
-            for p in free[i]:
-                del env[p]
+    `free` is given), then slices the targets out of it. Serial steps run with torch set to
+    one thread (a process-wide setting, restored before returning)."""
+    threads = torch.get_num_threads()
+    current = threads
+    try:
+        for i, step in enumerate(steps):
+            want = 1 if step.serial else threads
+            if want != current:
+                torch.set_num_threads(want)
+                current = want
+            inputs = {p: take(env[p], narrow) for p, narrow in step.takes}
+            env[step.node] = step.call(inputs)
+            del inputs
+            if free is not None:
+                for p in free[i]:
+                    del env[p]
+    finally:
+        if current != threads:
+            torch.set_num_threads(threads)
     return {key: take(env[node], narrow) for key, (node, narrow) in outputs.items()}

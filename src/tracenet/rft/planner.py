@@ -5,21 +5,26 @@ pass skips nodes whose cached slice covers their region, and everything only the
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import fx
 
-from tracenet.rft.boxes import Box, check_box, full_box, union
+from tracenet.rft.boxes import Box, area, check_box, full_box, union
 from tracenet.rft.cache import RegionCache
 from tracenet.rft.capture import Capture, capture
 from tracenet.rft.executor import Narrow, Step, execute, last_uses
 from tracenet.rft.rules import Need
 
 _MEMO_SIZE = 256
+# A step below both runs on one thread (about a millisecond of work on one core): for a crop
+# of a few cells an OpenMP fork/join costs more than the work, and far more on shared cores.
+SERIAL_MACS = 1 << 27
+SERIAL_ELEMENTS = 1 << 18
 
 
 @dataclass
@@ -29,6 +34,7 @@ class Schedule:
     hits: set[fx.Node]
     outputs: dict[Hashable, tuple[fx.Node, Narrow]]
     macs: int
+    store: set[fx.Node]  # computed nodes worth keeping in a RegionCache (see _worth_storing)
 
 
 def _narrow(cap: Capture, producer: fx.Node, have: Box | None, need: Need) -> Narrow:
@@ -93,13 +99,21 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
             require(p, need)
     have = dict(req)  # what each value covers: the input is held whole
     have[cap.source] = full_box(*cap.input_shape[2:])
+    whole = {n for n in have if _is_whole(cap, n, have[n])}
     steps, macs = [], 0
     for n in cap.order:
         if n not in needs or n is cap.source:
             continue
-        takes = tuple((p, _narrow(cap, p, have[p], need)) for p, need in needs[n].items())
         cost = ops[n].macs(req[n], cap.full_macs[n])
-        steps.append(Step(n, takes, ops[n].build(req[n]), cost))
+        serial = cost < SERIAL_MACS and _elements(cap, n, req[n]) < SERIAL_ELEMENTS
+        if n in whole and all(p in whole for p in needs[n]):
+            # The whole output from whole inputs: the node's own op, exactly as in the full
+            # forward (native padding, no copies of nearly whole crops).
+            takes = tuple((p, ()) for p in needs[n])
+            steps.append(Step(n, takes, ops[n].whole(), cost, serial))
+        else:
+            takes = tuple((p, _narrow(cap, p, have[p], need)) for p, need in needs[n].items())
+            steps.append(Step(n, takes, ops[n].build(req[n]), cost, serial))
         macs += cost
     outputs = {
         key: (
@@ -108,7 +122,75 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
         )
         for key, box in targets.items()
     }
-    return Schedule(steps, req, hits, outputs, macs)
+    computed = {step.node for step in steps}
+    store = {n for n in computed if _worth_storing(cap, n, computed, whole)}
+    _in_place(cap, steps, store)
+    return Schedule(steps, req, hits, outputs, macs, store)
+
+
+def _in_place(cap: Capture, steps: list[Step], store: set[fx.Node]) -> None:
+    """Where the model overwrites a tensor (ReLU(inplace=True), x += y), so does the step, if
+    that tensor is fresh (made by an earlier step of this run: no cached slice, input, constant
+    or view of one), read by nothing else, and neither stored nor an output. The full forward
+    saves those copies the same way."""
+    fresh: set[fx.Node] = set()
+    for i, step in enumerate(steps):
+        n, op = step.node, cap.ops[step.node]
+        call = op.in_place()
+        if call is not None:
+            p, narrow = step.takes[0] if step.takes else (None, ())
+            if (
+                p is n.args[0]
+                and p in fresh
+                and not narrow
+                and len(p.users) == 1
+                and p not in store
+                and p not in cap.output_nodes
+            ):
+                steps[i] = replace(step, call=call)
+                fresh.add(n)
+                continue
+        if op.fresh:
+            fresh.add(n)
+
+
+def _shapes(cap: Capture, n: fx.Node) -> list[tuple[int, ...]]:
+    f = cap.facts
+    return [f.shapes[n]] if n in f.shapes else f.tuple_shapes.get(n, [])
+
+
+def _map_box(cap: Capture, n: fx.Node) -> Box | None:
+    """The node's whole (H, W) map as a box; None without spatial dims (a tuple's parts share
+    H and W)."""
+    dims = cap.facts.sdims.get(n)
+    if dims is None:
+        return None
+    shape = next((s for s in _shapes(cap, n) if len(s) > max(dims)), None)
+    return None if shape is None else full_box(shape[dims[0]], shape[dims[1]])
+
+
+def _elements(cap: Capture, n: fx.Node, box: Box | None) -> int:
+    """Elements of the node's value over `box` (its whole value when the box is None)."""
+    total = sum(math.prod(s) for s in _shapes(cap, n))
+    whole = _map_box(cap, n)
+    if box is None or whole is None or not total:
+        return total
+    return total * area(box) // area(whole)
+
+
+def _is_whole(cap: Capture, n: fx.Node, box: Box | None) -> bool:
+    return box is None or box == _map_box(cap, n) or _map_box(cap, n) is None
+
+
+def _worth_storing(cap: Capture, n: fx.Node, computed: set[fx.Node], whole: set[fx.Node]) -> bool:
+    """Every crop is kept; a whole value only on the frontier of the whole region: when it is a
+    model output or some consumer is not computed whole in this run. A later run can only reach
+    a whole value through its consumers, and a whole consumer it reaches is a stored frontier
+    value (which covers any need) or, by the same argument, never reached: so the values left
+    out are never needed again, and the cache holds a few maps instead of every activation."""
+    if n not in whole or n in cap.output_nodes:
+        return True
+    return any(c not in computed or c not in whole for c in n.users if c.op != "output")
 
 
 @dataclass(frozen=True)
@@ -131,7 +213,9 @@ class TracePlan:
         self.capture, self.targets = cap, targets
         self.input_shape = cap.input_shape
         self._schedule = schedule(cap, targets)
-        self._free = last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
+        outputs = {node for node, _ in self._schedule.outputs.values()}
+        self._free = last_uses(self._schedule.steps, outputs)
+        self._free_storing = last_uses(self._schedule.steps, outputs | self._schedule.store)
         self.macs = self._schedule.macs
         self.full_macs = cap.total_macs
         f, regions = cap.facts, self._schedule.regions
@@ -189,12 +273,17 @@ class TracePlan:
         if cache is None:
             return execute(self._schedule.steps, {src: x}, self._schedule.outputs, self._free)
         cache.bind_input(x)
-        sched = schedule(self.capture, self.targets, cache)
+        if len(cache):
+            sched = schedule(self.capture, self.targets, cache)
+            free = last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
+        else:  # nothing to reuse: the plan's own schedule
+            sched, free = self._schedule, self._free_storing
         env: dict[fx.Node, Any] = {n: cache.value(n) for n in sched.hits}
         env[src] = x
-        out = execute(sched.steps, env, sched.outputs)
+        out = execute(sched.steps, env, sched.outputs, free)
         for step in sched.steps:
-            cache.store(step.node, sched.regions[step.node], env[step.node])
+            if step.node in sched.store:
+                cache.store(step.node, sched.regions[step.node], env[step.node])
         cache.last_macs = sched.macs
         return {k: v.clone() for k, v in out.items()}
 

@@ -91,17 +91,25 @@ def op_callable(node: fx.Node, facts: Facts) -> Callable[..., Any]:
     raise NoRule(f"cannot call a {node.op} node")
 
 
-def constant_args(node: fx.Node, facts: Facts) -> tuple[tuple, dict]:
-    """Node args with every non-data node replaced by its full-graph value (shapes, sizes...)."""
+def constant_args(node: fx.Node, facts: Facts, in_place: bool = False) -> tuple[tuple, dict]:
+    """Node args with every non-data node replaced by its full-graph value (shapes, sizes...);
+    an `inplace=True` argument turned off unless `in_place`."""
 
     def const(n: fx.Node) -> Any:
         return n if facts.is_data(n) else facts.consts[n]
 
     args = fx.node.map_arg(node.args, const)
     kwargs = dict(fx.node.map_arg(node.kwargs, const))
-    if kwargs.get("inplace"):
+    if kwargs.get("inplace") and not in_place:
         kwargs["inplace"] = False
     return args, kwargs
+
+
+def _calling(fn: Callable[..., Any], args: tuple, kwargs: dict) -> Call:
+    def call(env: Mapping[fx.Node, Any]) -> Any:
+        return fn(*fx.node.map_arg(args, env.__getitem__), **fx.node.map_arg(kwargs, env.__getitem__))
+
+    return call
 
 
 def generic_call(node: fx.Node, facts: Facts) -> Call:
@@ -110,13 +118,34 @@ def generic_call(node: fx.Node, facts: Facts) -> Call:
         owner, _, name = str(node.target).rpartition(".")
         module = facts.gm.get_submodule(owner) if owner else facts.gm
         return lambda env: getattr(module, name)
-    fn = op_callable(node, facts)
-    args, kwargs = constant_args(node, facts)
+    return _calling(op_callable(node, facts), *constant_args(node, facts))
 
-    def call(env: Mapping[fx.Node, Any]) -> Any:
-        return fn(*fx.node.map_arg(args, env.__getitem__), **fx.node.map_arg(kwargs, env.__getitem__))
 
-    return call
+def writes_in_place(node: fx.Node, facts: Facts) -> bool:
+    """Whether the model's own op overwrites its first argument (ReLU(inplace=True), x += y,
+    x.relu_()): the full forward reuses that tensor's memory."""
+    if node.op == "call_module":
+        return bool(getattr(facts.gm.get_submodule(node.target), "inplace", False))
+    if node.op == "call_method":
+        name = str(node.target)
+        return name.endswith("_") and not name.endswith("__")
+    if node.op == "call_function":
+        return node.target in _OUT_OF_PLACE or bool(node.kwargs.get("inplace"))
+    return False
+
+
+def in_place_call(node: fx.Node, facts: Facts) -> Call:
+    """The node's op as the model wrote it, overwriting its first argument. The planner uses it
+    only where that argument is a fresh tensor nothing else reads, stores or shares."""
+    fn: Callable[..., Any]
+    if node.op == "call_module":
+        fn = facts.gm.get_submodule(node.target)
+    elif node.op == "call_method":
+        name = str(node.target)
+        fn = lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)  # noqa: E731
+    else:
+        fn = node.target
+    return _calling(fn, *constant_args(node, facts, in_place=True))
 
 
 class Op:
@@ -125,6 +154,7 @@ class Op:
 
     kind = "op"
     exact_crop = True
+    fresh = False  # its output is always a new tensor (no view or alias of an input or constant)
 
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         self.node, self.facts = node, facts
@@ -142,6 +172,16 @@ class Op:
         if not hasattr(self, "_call"):
             self._call = generic_call(self.node, self.facts)  # box-independent: build once
         return self._call
+
+    def in_place(self) -> Call | None:
+        """A call overwriting the first input, where the model's op does so; else None."""
+        return None
+
+    def whole(self) -> Call:
+        """The node's own op on whole inputs: its whole output, as the full forward computes it."""
+        if not hasattr(self, "_whole"):
+            self._whole = generic_call(self.node, self.facts)
+        return self._whole
 
     def macs(self, box: Box | None, full_macs: int) -> int:
         """MACs on the crop: every rule's op costs in proportion to its output area."""

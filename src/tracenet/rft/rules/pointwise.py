@@ -11,7 +11,18 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tracenet.rft.boxes import Box
-from tracenet.rft.rules.base import WHOLE, Facts, Need, NoRule, Op, SDims, constant_args
+from tracenet.rft.rules.base import (
+    WHOLE,
+    Call,
+    Facts,
+    Need,
+    NoRule,
+    Op,
+    SDims,
+    constant_args,
+    in_place_call,
+    writes_in_place,
+)
 
 _MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
@@ -42,6 +53,13 @@ _METHODS = {
 
 _ONLY_SELF = {"to", "type", "type_as"}  # a tensor argument there gives a dtype, not data
 
+# Ops whose (out-of-place) result is always a new tensor: arithmetic and activations.
+_FRESH_FUNCTIONS = {
+    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub,
+    operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, F.relu, torch.relu,
+}  # fmt: skip
+_FRESH_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh)
+
 
 class Pointwise(Op):
     """Element-wise with NumPy broadcasting: output position p reads the broadcast-aligned
@@ -69,6 +87,23 @@ class Pointwise(Op):
         if len(found) > 1:
             raise NoRule(f"inputs disagree on the spatial dims ({sorted(found)})")
         self.sdims = found.pop() if found else None
+        if node.op == "call_module":
+            self.fresh = type(facts.gm.get_submodule(node.target)) in _FRESH_MODULES
+        else:
+            self.fresh = node.op == "call_function" and node.target in _FRESH_FUNCTIONS
+        first = node.args[0] if node.args else None
+        self._overwrites = (
+            isinstance(first, fx.Node)
+            and facts.shapes.get(first) == self.out_shape
+            and writes_in_place(node, facts)
+        )
+
+    def in_place(self) -> Call | None:
+        if not self._overwrites:
+            return None
+        if not hasattr(self, "_in_place"):
+            self._in_place = in_place_call(self.node, self.facts)
+        return self._in_place
 
     def out_sdims(self) -> SDims | None:
         return self.sdims
@@ -98,6 +133,7 @@ class Channelwise(Op):
     trailing channel dims, softmax over channels, eval BatchNorm): crop-in, crop-out."""
 
     kind = "channelwise"
+    fresh = True
 
     def __init__(self, node: fx.Node, facts: Facts, touched: tuple[int, ...]) -> None:
         super().__init__(node, facts)

@@ -181,6 +181,7 @@ class Window(Op):
 
 class Conv(Window):
     kind = "conv2d"
+    fresh = True
 
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         super().__init__(node, facts)
@@ -216,6 +217,7 @@ class Conv(Window):
 
 class MaxPool(Window):
     kind = "max_pool2d"
+    fresh = True
     fill = float("-inf")
 
     def __init__(self, node: fx.Node, facts: Facts) -> None:
@@ -240,6 +242,7 @@ class MaxPool(Window):
 
 class AvgPool(Window):
     kind = "avg_pool2d"
+    fresh = True
 
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         super().__init__(node, facts)
