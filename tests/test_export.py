@@ -9,14 +9,18 @@ from torch import nn
 
 from tracenet.export import host
 from tracenet.export.build import check_formats
-from tracenet.export.static import TapNet
+from tracenet.export.static import OUTPUTS, TapNet, _Pyramid, window_start
 from tracenet.models.config import LEVELS
 from tracenet.models.tracenet import TraceNet
 
-SIZE = 128
+SIZE = 128  # the artifacts' size in test_export_artifacts (conversion time)
+WIN_SIZE = 256  # P3 and P4 maps (32, 16) larger than the head window (11): every crop path runs
+MASK_WINDOW = 8
 H, W = 90, 120
 # Corners, border midpoints, centre, near-corner, interior: every level's window crosses a border.
 TAPS = [(0, 0), (W - 1, 0), (0, H - 1), (W - 1, H - 1), (W // 2, 0), (0, H // 2), (W // 2, H // 2), (33, 71)]
+# Prompt boxes: a large one (its region exceeds MASK_WINDOW cells at WIN_SIZE) and small ones.
+BOXES = [None, (0, 0, W / 2, H / 2), (W - 12, H - 9, W, H), (50, 30, 60, 40)]
 
 
 def tiny_model(backbone: str = "resnet18") -> TraceNet:
@@ -35,7 +39,7 @@ def tiny_model(backbone: str = "resnet18") -> TraceNet:
     # so that masks have both signs and a wrong pixel shows.
     fi = host.prepare(image(), model.cfg, SIZE)
     with torch.no_grad():
-        logits = TapNet(model, SIZE, "full")(torch.from_numpy(fi.image), host_cells(fi, (W // 2, H // 2)))[3]
+        logits = TapNet(model, SIZE, "full")(**feed(fi, (W // 2, H // 2)))[3]
         model.dense.heads.controller.bias[168] -= logits.median()
     return model
 
@@ -51,57 +55,12 @@ def image() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, (H, W, 3), dtype=np.uint8)
 
 
-def as_outputs(level, score, box, logits) -> dict[str, np.ndarray]:
-    return {"level": level.numpy(), "score": score.numpy(), "box": box.numpy(), "logits": logits.numpy()}
+def feed(fi: host.FixedInput, tap, box=None) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(v) for k, v in host.tap_inputs(fi, tap, box).items()}
 
 
-@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
-def test_windowed_heads_equal_dense_heads_at_every_level(backbone: str) -> None:
-    """The (2R+1)² window with validity masks reproduces the padded convs, borders included."""
-    model = tiny_model(backbone)
-    fi = host.prepare(image(), model.cfg, SIZE)
-    x = torch.from_numpy(fi.image)
-    net = TapNet(model, SIZE, "trace").eval()
-    with torch.no_grad():
-        feats = model.dense.fpn(model.dense.backbone(x))
-        dense = model.dense.heads(feats)
-        for tap in TAPS:
-            cells = torch.from_numpy(host.tap_cells(fi.geo, tap))
-            for i, (lvl, got) in enumerate(zip(LEVELS, net._heads_window(feats, cells), strict=True)):
-                r, c = cells[i].tolist()
-                for key, value in zip(("cls", "box", "ctr", "controller"), got, strict=True):
-                    want = dense[f"{key}{lvl}"][0, :, r, c]
-                    torch.testing.assert_close(value, want, atol=1e-5, rtol=1e-4, msg=f"{key}{lvl} at {tap}")
-
-
-def test_unmasked_window_would_differ_at_the_border(r18: TraceNet) -> None:
-    """Control: without the validity masks the border taps are wrong, so the test above can fail."""
-    model = r18
-    fi = host.prepare(image(), model.cfg, SIZE)
-    net = TapNet(model, SIZE, "trace").eval()
-    with torch.no_grad():
-        feats = model.dense.fpn(model.dense.backbone(torch.from_numpy(fi.image)))
-        cells = torch.from_numpy(host.tap_cells(fi.geo, (0, 0)))
-        ones = torch.ones(2 * net.radius + 1, 2 * net.radius + 1)
-        x = (
-            feats[0]
-            .index_select(2, (cells[0, 0] + torch.arange(-5, 6)).clamp(0))
-            .index_select(3, (cells[0, 1] + torch.arange(-5, 6)).clamp(0))
-        )
-        from tracenet.export.static import _tower
-
-        unmasked = _tower(model.dense.heads.box_tower, x, ones)
-        masked = _tower(
-            model.dense.heads.box_tower, x * _valid(cells[0], feats[0]), _valid(cells[0], feats[0])
-        )
-    assert not torch.allclose(unmasked[..., 1, 1], masked[..., 1, 1], atol=1e-3)
-
-
-def _valid(cell: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
-    span = torch.arange(-5, 6)
-    rows, cols = cell[0] + span, cell[1] + span
-    h, w = feat.shape[-2:]
-    return ((rows >= 0) & (rows < h)).float().view(-1, 1) * ((cols >= 0) & (cols < w)).float().view(1, -1)
+def as_outputs(*outs: torch.Tensor) -> dict[str, np.ndarray]:
+    return {name: t.numpy() for name, t in zip(OUTPUTS, outs, strict=True)}
 
 
 @pytest.fixture(scope="module")
@@ -109,30 +68,135 @@ def r18() -> TraceNet:
     return tiny_model()
 
 
-@pytest.mark.parametrize("mode", ["full", "trace"])
-def test_tap_network_masks_equal_the_model(mode: str, r18: TraceNet) -> None:
-    model = r18
-    ref = reference(model, SIZE)
-    fi = host.prepare(image(), model.cfg, SIZE)
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v3_large"])
+def test_windowed_heads_equal_dense_heads_at_every_level(backbone: str) -> None:
+    """Heads on (2R+1)² windows of windowed P3/P4 (validity masks) reproduce the padded convs."""
+    model = tiny_model(backbone)
+    fi = host.prepare(image(), model.cfg, WIN_SIZE)
     x = torch.from_numpy(fi.image)
-    net = TapNet(model, SIZE, mode).eval()
-    nonempty = 0
+    net = TapNet(model, WIN_SIZE, "trace", MASK_WINDOW).eval()
+    assert net.crop and net.maps[1] > 2 * net.radius + 1  # P4's heads run on a window too
     with torch.no_grad():
-        dense = ref.dense(x)
+        c = model.dense.backbone(x)
+        dense = model.dense.heads(model.dense.fpn(c))
+        pyr = _Pyramid(model.dense.fpn, c, crop=True)
         for tap in TAPS:
-            out = as_outputs(*net(x, host_cells(fi, tap)))
-            for b in (None, (0, 0, W / 2, H / 2)):  # predicted box, then a prompt box (large region)
+            cells = feed(fi, tap)["cells"]
+            for i, lvl in enumerate(LEVELS):
+                r, col = cells[i].tolist()
+                got = net._heads_at(pyr, i, cells[i])
+                for key, value in zip(("cls", "box", "ctr", "controller"), got, strict=True):
+                    want = dense[f"{key}{lvl}"][0, :, r, col]
+                    torch.testing.assert_close(value, want, atol=1e-5, rtol=1e-4, msg=f"{key}{lvl} at {tap}")
+
+
+def test_windowed_pyramid_equals_the_fpn(r18: TraceNet) -> None:
+    """P3/P4 windows from gathered C3/C4 and the top-down path: the FPN's values, zero outside."""
+    fi = host.prepare(image(), r18.cfg, WIN_SIZE)
+    with torch.no_grad():
+        c = r18.dense.backbone(torch.from_numpy(fi.image))
+        fpn = r18.dense.fpn(c)
+        pyr = _Pyramid(r18.dense.fpn, c, crop=True)
+        for i in (0, 1):
+            h = fpn[i].shape[-1]
+            padded = nn.functional.pad(fpn[i], (20, 20, 20, 20))
+            for r0, c0 in [(-6, -6), (-1, h - 9), (h - 5, 3), (7, 8), (0, 0)]:
+                k = 13 if i == 0 else 9
+                got = pyr.window(
+                    i, torch.tensor(r0, dtype=torch.int32), torch.tensor(c0, dtype=torch.int32), k
+                )
+                want = padded[..., r0 + 20 : r0 + 20 + k, c0 + 20 : c0 + 20 + k]
+                torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4, msg=f"P{i + 3} at {(r0, c0)}")
+            torch.testing.assert_close(pyr.full(i), fpn[i], atol=1e-4, rtol=1e-4)
+
+
+def test_unmasked_window_would_differ_at_the_border(r18: TraceNet) -> None:
+    """Control: without the validity masks the border taps are wrong, so the tests above can fail."""
+    from tracenet.export.static import _tower, _valid
+
+    model = r18
+    fi = host.prepare(image(), model.cfg, SIZE)
+    with torch.no_grad():
+        feats = model.dense.fpn(model.dense.backbone(torch.from_numpy(fi.image)))
+        cells = feed(fi, (0, 0))["cells"]
+        r0, c0 = cells[0, 0] - 5, cells[0, 1] - 5
+        ones = torch.ones(1, 1, 11, 11)
+        x = (
+            feats[0]
+            .index_select(2, (r0 + torch.arange(11)).clamp(0))
+            .index_select(3, (c0 + torch.arange(11)).clamp(0))
+        )
+        valid = _valid(r0, c0, 11, feats[0].shape[-1])
+        unmasked = _tower(model.dense.heads.box_tower, 0, x, ones)
+        masked = _tower(model.dense.heads.box_tower, 0, x * valid, valid)
+    assert not torch.allclose(unmasked[..., 1, 1], masked[..., 1, 1], atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "mask_window"),
+    [("full", SIZE, None), ("trace", SIZE, None), ("trace", WIN_SIZE, MASK_WINDOW)],
+    ids=["full", "trace-dense-mask", "trace-mask-window"],
+)
+def test_tap_network_masks_equal_the_model(mode: str, size: int, mask_window, r18: TraceNet) -> None:
+    """Every tap's mask equals the PyTorch model's; where the mask region exceeds the mask
+    window, it equals the model's over the region clipped to the window (verify's reference)."""
+    from tracenet.export.verify import windowed_reference
+
+    model = r18
+    ref = reference(model, size)
+    fi = host.prepare(image(), model.cfg, size)
+    net = TapNet(model, size, mode, mask_window).eval()
+    seen = {"exact": 0, "clipped": 0, "nonempty": 0}
+    with torch.no_grad():
+        dense = ref.dense(torch.from_numpy(fi.image))
+        for tap in TAPS:
+            for b in BOXES:
+                out = as_outputs(*net(**feed(fi, tap, b)))
                 want = ref.decode(dense, [tap], None if b is None else [b], image_size=fi.geo.image)[0]
                 got = host.decode_outputs(out, fi.geo, model.cfg, b)
                 assert (got.level, got.region) == (want.level, want.region), tap
                 assert got.score == pytest.approx(want.score, rel=1e-4)
-                np.testing.assert_array_equal(got.mask, want.mask)
-                nonempty += bool(want.mask.any())
-    assert nonempty >= len(TAPS)  # the prompt-box masks at least are not trivially empty
+                n = size // 8
+                start = (
+                    window_start(*want.region[:2], net.mask_window, n),
+                    window_start(*want.region[2:], net.mask_window, n),
+                )
+                assert got.window[::2] == start, (tap, b)
+                expected = (
+                    windowed_reference(ref, dense, fi.geo, tap, want, got.window)
+                    if got.clipped
+                    else want.mask
+                )
+                np.testing.assert_array_equal(got.mask, expected, err_msg=f"{tap} {b}")
+                seen["clipped" if got.clipped else "exact"] += 1
+                seen["nonempty"] += bool(expected.any())
+    assert seen["nonempty"] >= len(TAPS) // 2  # masks are not trivially empty
+    if mask_window is None:
+        assert seen["clipped"] == 0
+    else:  # both cases were exercised
+        assert seen["clipped"] >= len(TAPS) and seen["exact"] >= 2 * len(TAPS), seen
 
 
-def host_cells(fi: host.FixedInput, tap) -> torch.Tensor:
-    return torch.from_numpy(host.tap_cells(fi.geo, tap))
+def test_window_start_contains_any_region_that_fits() -> None:
+    n, m = 16, 6
+    for lo in range(n):
+        for hi in range(lo + 1, n + 1):
+            s = window_start(lo, hi, m, n)
+            assert 0 <= s <= n - m
+            if hi - lo <= m:
+                assert s <= lo and hi <= s + m
+            else:  # the window's centre part of the region
+                assert lo <= s and s + m <= hi and (s - lo) - (hi - s - m) in (0, 1)
+
+
+def test_mask_window_costs_fewer_macs(r18: TraceNet) -> None:
+    from tracenet.export.metadata import network_macs
+
+    full = network_macs(TapNet(r18, WIN_SIZE, "full"))
+    dense_mask = network_macs(TapNet(r18, WIN_SIZE, "trace"))
+    windowed = network_macs(TapNet(r18, WIN_SIZE, "trace", MASK_WINDOW))
+    assert windowed < dense_mask < full
+    assert TapNet(r18, WIN_SIZE, "trace", 10_000).mask_window == WIN_SIZE // 8  # whole map: dense
 
 
 def test_prepare_pads_to_the_square_input(r18: TraceNet) -> None:
@@ -140,6 +204,10 @@ def test_prepare_pads_to_the_square_input(r18: TraceNet) -> None:
     assert fi.image.shape == (1, 3, 256, 256) and fi.image.dtype == np.float32
     assert fi.geo.resized == (192, 256) and fi.geo.padded == (256, 256)
     assert not fi.image[..., 192:, :].any()  # zeros after normalizing, as the model pads
+    inputs = host.tap_inputs(fi, (0, 0), (0, 0, W / 2, H / 2))
+    assert inputs["extent"].tolist() == [24, 32] and inputs["extent"].dtype == np.int32
+    np.testing.assert_allclose(inputs["prompt"], [0, 0, 128, 96], rtol=1e-6)
+    assert not host.tap_inputs(fi, (0, 0))["prompt"].any()  # zeros: the predicted box
 
 
 def test_bad_input_is_rejected_early() -> None:
@@ -148,6 +216,8 @@ def test_bad_input_is_rejected_early() -> None:
         TapNet(model, 200, "trace")
     with pytest.raises(ValueError, match="mode must be one of"):
         TapNet(model, SIZE, "fast")
+    with pytest.raises(ValueError, match="mask_window must be"):
+        TapNet(model, SIZE, "trace", 0)
     with pytest.raises(ValueError, match="unsupported export formats"):
         check_formats(["onnx", "coreml"])
     with pytest.raises(ValueError, match="also request 'tflite'"):
@@ -155,7 +225,11 @@ def test_bad_input_is_rejected_early() -> None:
     fi = host.prepare(image(), model.cfg, SIZE)
     with pytest.raises(ValueError, match="outside"):
         host.tap_cells(fi.geo, (W, 0))
-    model.dense.heads.cls_tower[0][0].padding = (0, 0)
+    model.dense.mask_branch.tower[0][0].padding = (0, 0)
+    with pytest.raises(ValueError, match="mask branch"):
+        TapNet(model, WIN_SIZE, "trace", MASK_WINDOW)
+    TapNet(model, WIN_SIZE, "trace")  # a dense mask branch does not care
+    model.dense.heads.cls_tower.convs[0].padding = (0, 0)
     with pytest.raises(ValueError, match="3×3 stride-1 pad-1"):
         TapNet(model, SIZE, "trace")
 
@@ -169,12 +243,12 @@ def test_verify_catches_a_wrong_artifact(r18: TraceNet, coco_mini, monkeypatch) 
 
     net = TapNet(r18, SIZE, "trace").eval()
 
-    def run(image: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
+    def run(**inputs: np.ndarray) -> dict[str, np.ndarray]:
         with torch.no_grad():
-            return as_outputs(*net(torch.from_numpy(image), torch.from_numpy(cells)))
+            return as_outputs(*net(**{k: torch.from_numpy(v) for k, v in inputs.items()}))
 
-    def flipped(image: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
-        out = run(image, cells)
+    def flipped(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        out = run(**inputs)
         return {**out, "logits": -out["logits"]}
 
     runtimes = {"good.onnx": run, "flipped.tflite": flipped}

@@ -21,6 +21,8 @@ for _mod in ("onnx", "onnxruntime", "onnxscript", "litert_torch", "ai_edge_liter
 
 from test_export import SIZE, tiny_model  # noqa: E402
 
+MASK_WINDOW = 8  # of 16 stride-8 cells: windowed P3 and mask branch in the artifacts
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -29,8 +31,11 @@ def model():
 
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory) -> list[Path]:
-    """The trace network in every format (the full network shares the code path; the stage exports both)."""
-    return export_model(model, SIZE, tmp_path_factory.mktemp("export"), modes=("trace",))
+    """The windowed trace network in every format (the full network's ops are a subset; the stage
+    exports both)."""
+    return export_model(
+        model, SIZE, tmp_path_factory.mktemp("export"), modes=("trace",), mask_window=MASK_WINDOW
+    )
 
 
 @pytest.mark.slow
@@ -47,6 +52,9 @@ def test_artifacts_are_valid_and_described(artifacts: list[Path]) -> None:
         assert meta["input_size"] == [SIZE, SIZE] and meta["file_bytes"] == p.stat().st_size
         assert meta["macs"] > 0 and meta["normalization"]["mean"] == [0.485, 0.456, 0.406]
         assert {"tracenet", "torch"} <= set(meta["version"]) and meta["thresholds"]["mask_logit"] == 0.0
+        assert list(meta["inputs"]) == ["image", "cells", "prompt", "extent"]
+        assert meta["outputs"]["logits"]["shape"] == [1, 1, MASK_WINDOW, MASK_WINDOW]
+        assert meta["mask_window"]["cells"] == MASK_WINDOW and "window" in meta["outputs"]
         assert oct(p.stat().st_mode & 0o777) == "0o644"
 
 
@@ -64,6 +72,8 @@ def test_artifacts_reproduce_pytorch_on_coco_taps(model, artifacts: list[Path], 
         if "int8" not in name:  # float32 artifacts must agree; int8's cost is measured, not bounded
             assert summary["min_iou"] >= 0.99, (name, summary["min_iou"])
             assert summary["same_level"] == summary["taps"]
+        assert summary["clipped"] < summary["taps"]  # most regions fit: those taps are exact
+        assert 0 <= summary["min_iou_unwindowed"] <= summary["mean_iou_unwindowed"] <= 1
     assert any(r["prompt_mask_pixels"] > 0 for r in report["resnet18_trace_128.onnx"]["rows"])
 
 

@@ -28,8 +28,17 @@ def artifact_stem(model: TraceNet, mode: str, size: int) -> str:
     return f"{model.cfg.backbone}_{mode}_{size}"
 
 
-def export_model(model: TraceNet, size: int, out_dir: str | Path, formats=FORMATS, modes=MODES) -> list[Path]:
-    """Write ``{backbone}_{mode}_{size}.{onnx,tflite}`` (+ ``_int8.tflite``), each with ``<file>.json``."""
+def export_model(
+    model: TraceNet,
+    size: int,
+    out_dir: str | Path,
+    formats=FORMATS,
+    modes=MODES,
+    mask_window: int | None = None,
+) -> list[Path]:
+    """Write ``{backbone}_{mode}_{size}.{onnx,tflite}`` (+ ``_int8.tflite``), each with ``<file>.json``.
+
+    ``mask_window``: TraceNet's mask window in stride-8 cells (None: dense mask branch)."""
     from tracenet.export.onnx import export_onnx
     from tracenet.export.tflite import export_tflite, quantize_int8
 
@@ -38,7 +47,7 @@ def export_model(model: TraceNet, size: int, out_dir: str | Path, formats=FORMAT
     model = model.eval()
     written = []
     for mode in modes:
-        net = TapNet(model, size, mode).eval()
+        net = TapNet(model, size, mode, mask_window).eval()
         macs = metadata.network_macs(net)
         stem = out_dir / artifact_stem(model, mode, size)
         items = []

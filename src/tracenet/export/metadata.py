@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tracenet.export.onnx import sample_inputs
 from tracenet.export.static import TapNet
-from tracenet.models.config import LEVELS, MASK_STRIDE
+from tracenet.models.config import LEVELS
 
 
 def network_macs(net: TapNet) -> int:
@@ -24,7 +24,7 @@ def network_macs(net: TapNet) -> int:
 
 def describe(net: TapNet, artifact: Path, precision: str, macs: int, extra: dict | None = None) -> dict:
     cfg = net.cfg
-    s = net.size
+    s, m = net.size, net.mask_window
     return {
         "artifact": artifact.name,
         "format": artifact.suffix.lstrip("."),
@@ -35,12 +35,32 @@ def describe(net: TapNet, artifact: Path, precision: str, macs: int, extra: dict
         "inputs": {
             "image": {"shape": [1, 3, s, s], "dtype": "float32"},
             "cells": {"shape": [len(LEVELS), 2], "dtype": "int32", "levels": list(LEVELS)},
+            "prompt": {
+                "shape": [4],
+                "dtype": "float32",
+                "meaning": "prompt box x0,y0,x1,y1 in network-input pixels; zeros = the predicted box",
+            },
+            "extent": {
+                "shape": [2],
+                "dtype": "int32",
+                "meaning": "resized (unpadded) image in stride-8 cells: ceil(h/8), ceil(w/8)",
+            },
         },
         "outputs": {
             "level": {"shape": [1], "dtype": "int32", "meaning": "index into levels"},
             "score": {"shape": [1], "dtype": "float32"},
             "box": {"shape": [4], "dtype": "float32", "meaning": "x0,y0,x1,y1 in network-input pixels"},
-            "logits": {"shape": [1, 1, s // MASK_STRIDE, s // MASK_STRIDE], "dtype": "float32"},
+            "logits": {
+                "shape": [1, 1, m, m],
+                "dtype": "float32",
+                "meaning": "mask logits on the mask window's stride-8 cells",
+            },
+            "window": {"shape": [2], "dtype": "int32", "meaning": "first (row, col) of the mask window"},
+        },
+        "mask_window": {
+            "cells": m,
+            "exact": "when the mask region (box grown by margin, stride-8 cells) fits in cells×cells; "
+            "otherwise the mask covers region ∩ window",
         },
         "normalization": {
             "resize": f"long side to {s} px (bilinear, antialias), RGB in [0, 1]",

@@ -9,9 +9,8 @@ import torch
 
 from tracenet.export.errors import HINT, ExportError, require
 from tracenet.export.files import atomic
-from tracenet.export.static import OUTPUTS, TapNet
+from tracenet.export.static import INPUTS, OUTPUTS, TapNet
 
-INPUTS = ("image", "cells")
 MIN_OPSET = 17
 
 
@@ -44,9 +43,11 @@ def export_onnx(net: TapNet, path: str | Path, opset: int = 18) -> Path:
     return atomic(Path(path), save)
 
 
-def sample_inputs(net: TapNet) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs of the artifact's static signature: image ``[1,3,S,S]``, cells int32 ``[5,2]``."""
-    return torch.zeros(1, 3, net.size, net.size), torch.zeros(5, 2, dtype=torch.int32)
+def sample_inputs(net: TapNet) -> tuple[torch.Tensor, ...]:
+    """Inputs of the artifact's static signature (``static.INPUTS``): image ``[1,3,S,S]``,
+    cells int32 ``[5,2]``, prompt ``[4]`` (zeros: the predicted box), extent int32 ``[2]``."""
+    extent = torch.full((2,), net.n, dtype=torch.int32)
+    return torch.zeros(1, 3, net.size, net.size), torch.zeros(5, 2, dtype=torch.int32), torch.zeros(4), extent
 
 
 def _name(net: TapNet) -> str:

@@ -1,6 +1,7 @@
 """Run an artifact (ONNX in onnxruntime, TFLite in the LiteRT interpreter) with one call form.
 
-``runner(image, cells) -> {"level", "score", "box", "logits"}`` (numpy), whatever the runtime.
+``runner(image, cells, prompt, extent) -> {"level", "score", "box", "logits", "window"}`` (numpy),
+whatever the runtime; ``runner(**host.tap_inputs(...))`` feeds one tap.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tracenet.export.errors import require
-from tracenet.export.static import OUTPUTS
+from tracenet.export.static import INPUTS, OUTPUTS
 
 KINDS = {".onnx": "onnx", ".tflite": "tflite"}
 
@@ -35,9 +36,9 @@ class OnnxRunner:
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    def __call__(self, image: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.session.run(list(OUTPUTS), {"image": image, "cells": cells})
-        return dict(zip(OUTPUTS, out, strict=True))
+    def __call__(self, image, cells, prompt, extent) -> dict[str, np.ndarray]:
+        feed = dict(zip(INPUTS, (image, cells, prompt, extent), strict=True))
+        return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), feed), strict=True))
 
 
 class TFLiteRunner:
@@ -48,6 +49,6 @@ class TFLiteRunner:
         self.interpreter = litert.Interpreter(model_path=str(path), num_threads=threads)
         self.runner = self.interpreter.get_signature_runner()
 
-    def __call__(self, image: np.ndarray, cells: np.ndarray) -> dict[str, np.ndarray]:
-        out = self.runner(args_0=image, args_1=cells)
+    def __call__(self, image, cells, prompt, extent) -> dict[str, np.ndarray]:
+        out = self.runner(args_0=image, args_1=cells, args_2=prompt, args_3=extent)
         return {name: out[f"output_{i}"] for i, name in enumerate(OUTPUTS)}

@@ -41,13 +41,19 @@ def run_export(p) -> dict:
     samples = coco_samples(data, int(p.verify.max_images)) if data.is_dir() else None
     if samples is None:
         log.warning("verify data %s is absent: artifacts are not verified", data)
+    size, window = int(p.input_size), p.get("mask_window")
+    window = None if window is None else int(window)
     report = {}
     for model in models(p):
-        written = export_model(model, int(p.input_size), out, formats)
+        written = export_model(model, size, out, formats, mask_window=window)
         log.info("exported %s", ", ".join(w.name for w in written))
         if samples is not None:
             report.update(verify(model, written, samples))
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in report.items()}
+    if samples is not None and window is not None and window < size // 8:  # what the window clips
+        from tracenet.export.verify import window_cost
+
+        summary["window_cost"] = window_cost(data, model.cfg, size, window)
     write_json(out / "verify.json", {"summary": summary, "artifacts": report})
     return summary
 

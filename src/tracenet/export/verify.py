@@ -4,6 +4,11 @@ Taps per image: the four corners, two border midpoints, the centre, and the cent
 largest instance. Each tap is decoded twice: with the predicted box (the product path) and
 with a prompt box (the instance's box, or a square of half the short side around border taps),
 which makes the mask region large even for an untrained model whose boxes are tiny.
+
+The reference is the PyTorch model on the same ``S×S`` input. Where a tap's mask region
+exceeds an artifact's mask window, the reference is the model's mask over the region clipped
+to that window (``windowed_reference``), and the tap's IoU against the unclipped model mask is
+reported as the window's cost (``iou_unwindowed``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ import numpy as np
 import torch
 
 from tracenet.export import host, metadata, runners
+from tracenet.export.static import window_start
 from tracenet.models import decode
+from tracenet.models.config import MASK_STRIDE, ModelConfig
+from tracenet.models.preprocess import geometry
 from tracenet.models.tracenet import TraceNet
 
 
@@ -75,6 +83,66 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
 
 
+def window_cost(root: str | Path, cfg: ModelConfig, size: int, mask_window: int) -> dict:
+    """What a mask window of ``mask_window`` cells keeps of coco_mini's val instances at input
+    ``size``, with each instance's box as the box: per instance, the share of its ground-truth
+    mask inside region ∩ window among that inside the region (1 when the region fits), i.e. the
+    IoU a perfect mask keeps after clipping."""
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(Path(root) / "annotations" / "instances_val2017.json"))
+    fixed = host.fixed_config(cfg, size)
+    n = size // MASK_STRIDE
+    kept = []
+    for a in coco.loadAnns(coco.getAnnIds(iscrowd=False)):
+        if a["area"] <= 0:
+            continue
+        info = coco.loadImgs(a["image_id"])[0]
+        geo = geometry((info["height"], info["width"]), fixed)
+        sy, sx = geo.scale
+        x, y, w, h = a["bbox"]
+        region = decode.mask_region((x * sx, y * sy, (x + w) * sx, (y + h) * sy), cfg.margin, geo)
+        window = [window_start(*region[k : k + 2], mask_window, n) for k in (0, 2)]
+        part = host.clip_region(
+            region, (window[0], window[0] + mask_window, window[1], window[1] + mask_window)
+        )
+        if part == region:
+            kept.append(1.0)
+            continue
+        gt = coco.annToMask(a).astype(bool)
+        cy = np.floor((np.arange(gt.shape[0]) + 0.5) * sy / MASK_STRIDE)[:, None]
+        cx = np.floor((np.arange(gt.shape[1]) + 0.5) * sx / MASK_STRIDE)[None, :]
+
+        def inside(r, cy=cy, cx=cx):
+            return (cy >= r[0]) & (cy < r[1]) & (cx >= r[2]) & (cx < r[3])
+
+        kept.append(float((gt & inside(part)).sum() / max((gt & inside(region)).sum(), 1)))
+    kept_arr = np.array(kept)
+    return {
+        "input_size": size,
+        "mask_window": mask_window,
+        "instances": len(kept),
+        "clipped": float((kept_arr < 1).mean()),
+        "mean_kept": float(kept_arr.mean()),
+        "kept_below_0.9": float((kept_arr < 0.9).mean()),
+    }
+
+
+def windowed_reference(ref: TraceNet, dense: dict, geo, tap, want, window) -> np.ndarray:
+    """The PyTorch model's mask for ``want`` (its SegmentResult at ``tap``) over its region
+    clipped to ``window`` (y0, y1, x0, x1): what an artifact with that mask window computes."""
+    part = host.clip_region(want.region, window)
+    y0, y1, x0, x1 = part
+    if y1 == y0 or x1 == x0:
+        return np.zeros(geo.image, dtype=bool)
+    lvl = want.level
+    cell = decode.tap_cells(geo, tap)[lvl]
+    logits = decode.mask_logits(
+        dense["mask_feats"][..., y0:y1, x0:x1], part, lvl, cell, want.heads[lvl]["controller"]
+    )
+    return decode.paste_mask(logits, part, geo)
+
+
 def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) -> dict:
     """Per artifact: IoU of every tap (predicted and prompt box) against PyTorch on the same input."""
     sizes = {tuple(metadata.read(p)["input_size"]) for p in artifacts}
@@ -91,9 +159,11 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
         with torch.no_grad():
             dense = ref.dense(torch.from_numpy(fi.image))
         for tap in taps:
-            cells = host.tap_cells(fi.geo, tap.xy)
+            boxes = (None, tap.box)
+            inputs = [host.tap_inputs(fi, tap.xy, box) for box in boxes]
             want = [
-                ref.decode(dense, [tap.xy], boxes, image_size=fi.geo.image)[0] for boxes in (None, [tap.box])
+                ref.decode(dense, [tap.xy], None if b is None else [b], image_size=fi.geo.image)[0]
+                for b in boxes
             ]
             lvl, (y0, y1, x0, x1) = want[1].level, want[1].region
             ref_logits = decode.mask_logits(
@@ -104,19 +174,34 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                 want[1].heads[lvl]["controller"],
             ).numpy()
             for path, run in loaded.items():
-                out = run(fi.image, cells)
-                got = [host.decode_outputs(out, fi.geo, model.cfg, box) for box in (None, tap.box)]
+                outs = [run(**feed) for feed in inputs]
+                got = [
+                    host.decode_outputs(o, fi.geo, model.cfg, box) for o, box in zip(outs, boxes, strict=True)
+                ]
+                refs = [
+                    windowed_reference(ref, dense, fi.geo, tap.xy, w, g.window) if g.clipped else w.mask
+                    for g, w in zip(got, want, strict=True)
+                ]
                 same = got[1].level == lvl
-                diff = float(np.abs(out["logits"][..., y0:y1, x0:x1] - ref_logits).max()) if same else None
+                diff = None
+                wy0, wy1, wx0, wx1 = host.clip_region(want[1].region, got[1].window)
+                if same and wy1 > wy0 and wx1 > wx0:  # over the prompt region inside the window
+                    gy, gx = got[1].window[0], got[1].window[2]
+                    mine = outs[1]["logits"][..., wy0 - gy : wy1 - gy, wx0 - gx : wx1 - gx]
+                    diff = float(
+                        np.abs(mine - ref_logits[..., wy0 - y0 : wy1 - y0, wx0 - x0 : wx1 - x0]).max()
+                    )
                 rows[path.name].append(
                     {
                         "tap": list(tap.xy),
                         "kind": tap.kind,
-                        "iou_pred_box": iou(got[0].mask, want[0].mask),
-                        "iou_prompt_box": iou(got[1].mask, want[1].mask),
+                        "iou_pred_box": iou(got[0].mask, refs[0]),
+                        "iou_prompt_box": iou(got[1].mask, refs[1]),
+                        "clipped": [g.clipped for g in got],  # (predicted, prompt) region exceeds the window
+                        "iou_unwindowed": min(iou(g.mask, w.mask) for g, w in zip(got, want, strict=True)),
                         "prompt_mask_pixels": int(want[1].mask.sum()),
                         "same_level": got[0].level == want[0].level,
-                        "max_logit_diff": diff,  # over the prompt-box region, when the level agrees
+                        "max_logit_diff": diff,  # over the prompt region (in the window), when the level agrees
                     }
                 )
     return {name: _summary(r) for name, r in rows.items()}
@@ -124,11 +209,15 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
 
 def _summary(rows: list[dict]) -> dict:
     ious = [min(r["iou_pred_box"], r["iou_prompt_box"]) for r in rows]
+    cost = [r["iou_unwindowed"] for r in rows]
     return {
         "taps": len(rows),
         "min_iou": min(ious),
         "mean_iou": float(np.mean(ious)),
         "same_level": sum(r["same_level"] for r in rows),
+        "clipped": sum(any(r["clipped"]) for r in rows),
+        "min_iou_unwindowed": min(cost),
+        "mean_iou_unwindowed": float(np.mean(cost)),
         "max_logit_diff": max(
             (r["max_logit_diff"] for r in rows if r["max_logit_diff"] is not None), default=None
         ),

@@ -90,7 +90,9 @@ def default_model_options(overrides: list[str] | None = None) -> tuple[dict[str,
 
     if not CONF_DIR.is_dir():
         if overrides:
-            raise ValueError(f"config overrides {overrides} need conf/ (a source checkout); {CONF_DIR} is absent")
+            raise ValueError(
+                f"config overrides {overrides} need conf/ (a source checkout); {CONF_DIR} is absent"
+            )
         return {"backbone": FALLBACK_BACKBONE}, f"{FALLBACK_BACKBONE} defaults (no {CONF_DIR} to read)"
     from omegaconf import OmegaConf
 
