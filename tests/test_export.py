@@ -259,3 +259,129 @@ def test_verify_catches_a_wrong_artifact(r18: TraceNet, coco_mini, monkeypatch) 
     good, bad = report["good.onnx"], report["flipped.tflite"]
     assert good["taps"] == 8 and good["min_iou"] == 1.0 and good["max_logit_diff"] < 1e-4
     assert bad["min_iou"] < 0.5 and bad["max_logit_diff"] > 1e-3
+
+
+def torch_runner(net: TapNet):
+    """A stand-in runtime: the PyTorch TapNet with the runners' call form, counting its calls."""
+
+    def run(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+        run.calls += 1
+        with torch.no_grad():
+            return as_outputs(*net(**{k: torch.from_numpy(v) for k, v in inputs.items()}))
+
+    run.calls = 0
+    return run
+
+
+def test_exact_tap_falls_back_to_fullnet_where_the_window_clips(r18: TraceNet) -> None:
+    """Every tap's mask equals the model's unclipped mask: a region larger than the mask window
+    (a big prompt box) is answered by the FullNet artifact, and the result says so."""
+    from tracenet.export.fallback import ExactTap, prompt_fits
+
+    ref = reference(r18, WIN_SIZE)
+    fi = host.prepare(image(), r18.cfg, WIN_SIZE)
+    trace = torch_runner(TapNet(r18, WIN_SIZE, "trace", MASK_WINDOW).eval())
+    full = torch_runner(TapNet(r18, WIN_SIZE, "full").eval())
+    tap_net = ExactTap(trace, full, r18.cfg, MASK_WINDOW)
+    seen = {"fallback": 0, "exact": 0, "clipped_without_fallback": 0, "skipped_trace": 0}
+    with torch.no_grad():
+        dense = ref.dense(torch.from_numpy(fi.image))
+    for tap in TAPS:
+        for b in BOXES:
+            want = ref.decode(dense, [tap], None if b is None else [b], image_size=fi.geo.image)[0]
+            calls = trace.calls, full.calls
+            got = tap_net(fi, tap, b)
+            assert not got.clipped and (got.level, got.region) == (want.level, want.region)
+            np.testing.assert_array_equal(got.mask, want.mask, err_msg=f"{tap} {b}")
+            fits = prompt_fits(fi, r18.cfg, b, MASK_WINDOW)
+            assert trace.calls - calls[0] == int(fits)  # a prompt region too big: no TraceNet call
+            assert full.calls - calls[1] == int(got.fallback)
+            seen["skipped_trace"] += not fits
+            seen["fallback" if got.fallback else "exact"] += 1
+            raw = host.decode_outputs(trace(**host.tap_inputs(fi, tap, b)), fi.geo, r18.cfg, b)
+            assert raw.clipped == got.fallback  # falls back exactly where TraceNet clips
+            seen["clipped_without_fallback"] += not np.array_equal(raw.mask, want.mask)
+    # both paths ran, and without the fallback some masks would differ from the model's
+    assert seen["fallback"] >= len(TAPS) and seen["exact"] >= 2 * len(TAPS), seen
+    assert seen["clipped_without_fallback"] >= 2 and seen["skipped_trace"] >= len(TAPS), seen
+
+
+def test_exact_tap_needs_a_fallback_artifact(r18: TraceNet, tmp_path) -> None:
+    import json
+
+    from tracenet.export import fallback
+
+    with pytest.raises(ValueError, match="exact artifact to fall back to"):
+        fallback.ExactTap(lambda **kw: None, None, r18.cfg, MASK_WINDOW)
+    fallback.ExactTap(lambda **kw: None, None, r18.cfg, None)  # a window-free artifact is exact itself
+    assert fallback.partner("a/resnet50_trace_384_int8.tflite").name == "resnet50_full_384_int8.tflite"
+    with pytest.raises(ValueError, match="not a TraceNet artifact"):
+        fallback.partner("resnet50_full_384.tflite")
+    assert fallback.window_cells({"input_size": [384, 384], "mask_window": {"cells": 20}}) == 20
+    assert fallback.window_cells({"input_size": [384, 384], "mask_window": {"cells": 48}}) is None
+    trace = tmp_path / "resnet18_trace_256.onnx"
+    trace.write_bytes(b"")
+    meta = {"input_size": [256, 256], "mask_window": {"cells": MASK_WINDOW}, "backbone": "resnet18"}
+    (tmp_path / "resnet18_trace_256.onnx.json").write_text(json.dumps(meta))
+    with pytest.raises(FileNotFoundError, match=r"resnet18_full_256\.onnx, which is missing"):
+        fallback.load(trace, r18.cfg)
+    other = tmp_path / "resnet18_trace_256_windowed.onnx"  # not exact itself: refused as a fallback
+    other.write_bytes(b"")
+    (tmp_path / "resnet18_trace_256_windowed.onnx.json").write_text(
+        json.dumps({**meta, "backbone": "resnet18"})
+    )
+    with pytest.raises(ValueError, match="not an exact artifact"):
+        fallback.load(trace, r18.cfg, exact=other)
+
+
+def test_expected_ratio_counts_fallbacks() -> None:
+    from tracenet.export.profile import markdown, ratios
+
+    key = {
+        "backbone": "resnet50",
+        "format": "tflite",
+        "precision": "float32",
+        "input_size": 384,
+        "threads": 1,
+    }
+    rows = [
+        {**key, "mode": m, "median_ms": ms, "macs": macs}
+        for m, ms, macs in [("trace", 9, 4), ("full", 10, 8)]
+    ]
+    pairs = [{**key, "trace_ms": 40.0, "full_ms": 100.0, "mac_ratio": 0.5}]
+    rates = {"resnet50": {"prompt_box": 0.25, "predicted_box": 0.1}}
+    (sep,) = ratios(rows)
+    assert not sep["alternated"] and sep["latency_ratio"] == 0.9 and "expected_ratio_prompt_box" not in sep
+    (r,) = ratios(rows, pairs, rates)
+    assert r["alternated"] and r["latency_ratio"] == pytest.approx(0.4) and r["mac_ratio"] == 0.5
+    assert r["expected_ratio_prompt_box"] == pytest.approx(0.75 * 0.4 + 0.25)  # FullNet instead
+    assert r["expected_ratio_predicted_box"] == pytest.approx(0.4 + 0.1)  # FullNet after TraceNet
+    assert "| 0.40 alt | 0.50 | 25.0% / 10.0% | 0.55 / 0.50 |" in markdown([], [r])
+
+
+@pytest.mark.realdata
+def test_verify_checks_the_host_result_with_fallback(r18: TraceNet, coco_mini, monkeypatch) -> None:
+    """A windowed TraceNet stand-in with its FullNet partner: every tap reaches IoU 1 against the
+    model's unclipped mask, clipped taps fell back, and the rates over coco_mini are counted."""
+    from pathlib import Path
+
+    from tracenet.export import verify as vf
+
+    runtimes = {
+        "r18_trace_256.onnx": torch_runner(TapNet(r18, WIN_SIZE, "trace", MASK_WINDOW).eval()),
+        "r18_full_256.onnx": torch_runner(TapNet(r18, WIN_SIZE, "full").eval()),
+    }
+    metas = {
+        "r18_trace_256.onnx": {"input_size": [WIN_SIZE] * 2, "mask_window": {"cells": MASK_WINDOW}},
+        "r18_full_256.onnx": {"input_size": [WIN_SIZE] * 2, "mask_window": {"cells": WIN_SIZE // 8}},
+    }
+    monkeypatch.setattr(vf.metadata, "read", lambda p: metas[Path(p).name])
+    monkeypatch.setattr(vf.runners, "load", lambda p, threads: runtimes[Path(p).name])
+    report = vf.verify(r18, [Path("r18_trace_256.onnx")], vf.coco_samples(coco_mini, max_images=1))
+    trace = report["r18_trace_256.onnx"]
+    assert trace["taps"] == 8 and trace["min_iou"] == 1.0 and trace["same_level"] == 8
+    assert 0 < trace["clipped"] == trace["fallback"] < 8 and trace["min_iou_window"] == 1.0
+    assert all(r["fallback"] == r["clipped"] for r in trace["rows"])
+
+    rates = vf.fallback_rates(coco_mini, r18, WIN_SIZE, MASK_WINDOW, max_images=8)
+    assert rates["taps"] >= 20 and 0 < rates["prompt_box"] < 1 and 0 <= rates["predicted_box"] <= 1

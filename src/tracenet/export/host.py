@@ -5,7 +5,8 @@ The artifact sees a square ``S×S`` input: the image resized so its long side is
 same pre-processing and decoding functions as the model (``tracenet.models``) are used,
 so an artifact's mask equals the PyTorch model's mask on the same ``S×S`` tensor, as long as
 the mask region lies inside the artifact's mask window (``TapMask.clipped`` is False).
-Otherwise the mask is the model's over the region clipped to the window (``clip_region``).
+Otherwise the mask is the model's over the region clipped to the window (``clip_region``);
+``tracenet.export.fallback.ExactTap`` then recomputes it with an exact artifact.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class TapMask:
     region: tuple[int, int, int, int]  # the model's mask region (y0, y1, x0, x1), stride-8 cells
     window: tuple[int, int, int, int]  # the artifact's mask window, same form
     clipped: bool  # the region exceeds the window: the mask covers region ∩ window only
+    fallback: bool = False  # computed by the exact artifact instead (tracenet.export.fallback)
 
 
 def fixed_config(cfg: ModelConfig, size: int) -> ModelConfig:

@@ -3,8 +3,12 @@
     python -m tracenet.export.profile outputs/export --out outputs/profile --threads 1 2 --runs 20
 
 Each (artifact, threads) pair runs in a fresh interpreter, so cold start is a real first load
-and peak RSS belongs to that artifact alone. Writes ``profile.json`` and ``profile.md``
-(with the TraceNet / FullNet latency ratio of every backbone and format).
+and peak RSS belongs to that artifact alone. Then each TraceNet artifact and its FullNet partner
+run in one more interpreter with their calls alternated (``measure_pair``), so that both see the
+same machine load: the TraceNet / FullNet latency ratio comes from those calls. Where the folder
+has the export stage's ``verify.json`` with ``fallback_rate`` (how often a tap needs the FullNet
+artifact, ``tracenet.export.fallback``), the ratio including those fallbacks is reported too.
+Writes ``profile.json`` and ``profile.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tracenet.export import metadata, runners
+from tracenet.export import fallback, metadata, runners
 from tracenet.export.files import write_json, write_text
 
 
@@ -30,15 +34,7 @@ def measure(path: Path, threads: int, runs: int, warmup: int) -> dict:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     meta = metadata.read(path)
     s = meta["input_size"][0]
-    rng = np.random.default_rng(0)
-    image = rng.standard_normal((1, 3, s, s), dtype=np.float32)
-    cells = np.array([[s // 16 // 2**k, s // 16 // 2**k] for k in range(5)], dtype=np.int32)
-    inputs = {  # a centre tap, the predicted box, a square image (latency does not depend on them)
-        "image": image,
-        "cells": cells,
-        "prompt": np.zeros(4, dtype=np.float32),
-        "extent": np.full(2, s // 8, dtype=np.int32),
-    }
+    inputs = sample_inputs(s)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
     run = runners.load(path, threads)
@@ -72,6 +68,45 @@ def measure(path: Path, threads: int, runs: int, warmup: int) -> dict:
     }
 
 
+def sample_inputs(s: int) -> dict[str, np.ndarray]:
+    """A centre tap, the predicted box, a square random image (latency does not depend on them)."""
+    image = np.random.default_rng(0).standard_normal((1, 3, s, s), dtype=np.float32)
+    return {
+        "image": image,
+        "cells": np.array([[s // 16 // 2**k, s // 16 // 2**k] for k in range(5)], dtype=np.int32),
+        "prompt": np.zeros(4, dtype=np.float32),
+        "extent": np.full(2, s // 8, dtype=np.int32),
+    }
+
+
+def measure_pair(trace: Path, threads: int, runs: int, warmup: int) -> dict:
+    """A TraceNet artifact and its FullNet partner in this process, calls alternated."""
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    full = fallback.partner(trace)
+    meta = metadata.read(trace)
+    inputs = sample_inputs(meta["input_size"][0])
+    run = {"trace": runners.load(trace, threads), "full": runners.load(full, threads)}
+    times = {"trace": [], "full": []}
+    for i in range(warmup + runs):
+        for mode in ("trace", "full") if i % 2 == 0 else ("full", "trace"):
+            t = time.perf_counter()
+            run[mode](**inputs)
+            if i >= warmup:
+                times[mode].append(time.perf_counter() - t)
+    return {
+        "trace": trace.name,
+        "full": full.name,
+        **{k: meta[k] for k in ("backbone", "format", "precision")},
+        "input_size": meta["input_size"][0],
+        "threads": threads,
+        "runs": runs,
+        "trace_ms": 1e3 * statistics.median(times["trace"]),
+        "full_ms": 1e3 * statistics.median(times["full"]),
+        "mac_ratio": meta["macs"] / metadata.read(full)["macs"],
+    }
+
+
 def artifacts_in(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     found = sorted(p for p in folder.glob("*") if p.suffix in runners.KINDS)
@@ -87,32 +122,78 @@ def profile_all(folder: str | Path, threads=(1, 2), runs: int = 20, warmup: int 
     rows = []
     for path in artifacts_in(folder):
         for n in threads:
-            cmd = [sys.executable, "-m", "tracenet.export.profile", "--one", str(path)]
-            cmd += ["--threads", str(n), "--runs", str(runs), "--warmup", str(warmup)]
-            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(f"profiling {path.name} at {n} threads failed:\n{done.stderr[-2000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            args = ["--one", str(path), "--threads", str(n), "--runs", str(runs), "--warmup", str(warmup)]
+            rows.append(_child(args, f"{path.name} at {n} threads"))
     return rows
 
 
-def ratios(rows: list[dict]) -> list[dict]:
-    """TraceNet median / FullNet median for each backbone, format, precision, size and thread count."""
+def _child(args: list[str], what: str) -> dict:
+    cmd = [sys.executable, "-m", "tracenet.export.profile", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"profiling {what} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile_pairs(folder: str | Path, threads=(1, 2), runs: int = 20, warmup: int = 3) -> list[dict]:
+    """Every TraceNet artifact with its FullNet partner, calls alternated, one child process each."""
+    pairs = []
+    for path in artifacts_in(folder):
+        if "_trace_" in path.name and fallback.partner(path).is_file():
+            for n in threads:
+                args = [
+                    "--pair",
+                    str(path),
+                    "--threads",
+                    str(n),
+                    "--runs",
+                    str(runs),
+                    "--warmup",
+                    str(warmup),
+                ]
+                pairs.append(_child(args, f"{path.name} alternated with FullNet at {n} threads"))
+    return pairs
+
+
+def fallback_rates(folder: str | Path) -> dict:
+    """``summary.fallback_rate`` of the export stage's ``verify.json`` in ``folder`` ({} if none)."""
+    path = Path(folder) / "verify.json"
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("summary", {}).get("fallback_rate", {})
+
+
+def ratios(rows: list[dict], pairs: list[dict] | None = None, rates: dict | None = None) -> list[dict]:
+    """TraceNet / FullNet median latency for each backbone, format, precision, size and thread
+    count: from the alternated calls (``pairs``) where measured, else from the separate runs.
+    With ``rates`` (``fallback_rates``), the expected ratio per tap including fallbacks: a prompt
+    box whose region exceeds the window costs one FullNet call instead of the TraceNet call, a
+    clipped predicted box a FullNet call after it."""
     key = ("backbone", "format", "precision", "input_size", "threads")
     by = {(tuple(r[k] for k in key), r["mode"]): r for r in rows}
+    alt = {tuple(p[k] for k in key): p for p in pairs or []}
     out = []
-    for (k, mode), r in by.items():
-        full = by.get((k, "full"))
-        if mode == "trace" and full:
-            out.append(
-                {
-                    **dict(zip(key, k, strict=True)),
-                    "trace_ms": r["median_ms"],
-                    "full_ms": full["median_ms"],
-                    "latency_ratio": r["median_ms"] / full["median_ms"],
-                    "mac_ratio": r["macs"] / full["macs"],
-                }
-            )
+    for k in dict.fromkeys([kk for kk, mode in by if mode == "trace" and (kk, "full") in by] + list(alt)):
+        if k in alt:
+            t, f, macs = alt[k]["trace_ms"], alt[k]["full_ms"], alt[k]["mac_ratio"]
+        else:
+            t, f = by[k, "trace"]["median_ms"], by[k, "full"]["median_ms"]
+            macs = by[k, "trace"]["macs"] / by[k, "full"]["macs"]
+        r = {
+            **dict(zip(key, k, strict=True)),
+            "alternated": k in alt,
+            "trace_ms": t,
+            "full_ms": f,
+            "latency_ratio": t / f,
+            "mac_ratio": macs,
+        }
+        rate = (rates or {}).get(k[0])
+        if rate:
+            p, q = rate["prompt_box"], rate["predicted_box"]
+            r["fallback_prompt_box"], r["fallback_predicted_box"] = p, q
+            r["expected_ratio_prompt_box"] = ((1 - p) * t + p * f) / f
+            r["expected_ratio_predicted_box"] = (t + q * f) / f
+        out.append(r)
     return out
 
 
@@ -128,22 +209,44 @@ def markdown(rows: list[dict], rat: list[dict]) -> str:
         )
     lines += [
         "",
-        "| backbone | format | precision | size | threads | TraceNet ms | FullNet ms | latency ratio | MAC ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Latency ratio: medians of TraceNet and FullNet calls alternated in one process (`alt`), else",
+        "of the separate runs above. Fallback: share of coco_mini val taps (prompt box / predicted box)",
+        "whose mask region exceeds TraceNet's mask window, answered by FullNet; expected ratio: per tap,",
+        "including those FullNet calls (prompt box: instead of TraceNet; predicted box: after it).",
+        "",
+        "| backbone | format | precision | size | threads | TraceNet ms | FullNet ms | latency ratio "
+        "| MAC ratio | fallback prompt / predicted | expected ratio prompt / predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rat:
+        fb = exp = "–"
+        if "fallback_prompt_box" in r:
+            fb = f"{r['fallback_prompt_box']:.1%} / {r['fallback_predicted_box']:.1%}"
+            exp = f"{r['expected_ratio_prompt_box']:.2f} / {r['expected_ratio_predicted_box']:.2f}"
         lines.append(
             f"| {r['backbone']} | {r['format']} | {r['precision']} | {r['input_size']} | {r['threads']} | "
-            f"{r['trace_ms']:.1f} | {r['full_ms']:.1f} | {r['latency_ratio']:.2f} | {r['mac_ratio']:.2f} |"
+            f"{r['trace_ms']:.1f} | {r['full_ms']:.1f} | {r['latency_ratio']:.2f}"
+            f"{' alt' if r['alternated'] else ''} | {r['mac_ratio']:.2f} | {fb} | {exp} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def write_report(rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
+def write_report(
+    rows: list[dict], out_dir: str | Path, pairs: list[dict] | None = None, rates: dict | None = None
+) -> tuple[Path, Path]:
     out_dir = Path(out_dir)
-    rat = ratios(rows)
-    js = write_json(out_dir / "profile.json", {"rows": rows, "ratios": rat})
+    rat = ratios(rows, pairs, rates)
+    doc = {"rows": rows, "alternated": pairs or [], "fallback_rate": rates or {}, "ratios": rat}
+    js = write_json(out_dir / "profile.json", doc)
     return js, write_text(out_dir / "profile.md", markdown(rows, rat))
+
+
+def profile_folder(folder, out_dir, threads=(1, 2), runs: int = 20, warmup: int = 3) -> tuple[Path, Path]:
+    """Profile every artifact in ``folder`` (separately, then in TraceNet/FullNet pairs) and
+    write ``profile.json`` and ``profile.md`` to ``out_dir``."""
+    rows = profile_all(folder, threads, runs, warmup)
+    pairs = profile_pairs(folder, threads, runs, warmup)
+    return write_report(rows, out_dir, pairs, fallback_rates(folder))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,13 +257,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one artifact, JSON on stdout
+    p.add_argument("--pair", help=argparse.SUPPRESS)  # child mode: TraceNet + FullNet alternated
     a = p.parse_args(argv)
     if a.one:
         print(json.dumps(measure(Path(a.one), a.threads[0], a.runs, a.warmup)))
         return
+    if a.pair:
+        print(json.dumps(measure_pair(Path(a.pair), a.threads[0], a.runs, a.warmup)))
+        return
     if a.folder is None:
         p.error("give the artifact folder, e.g. outputs/export")
-    js, md = write_report(profile_all(a.folder, a.threads, a.runs, a.warmup), a.out)
+    js, md = profile_folder(a.folder, a.out, a.threads, a.runs, a.warmup)
     print(md.read_text(), end="")
     print(f"wrote {js} and {md}")
 

@@ -33,7 +33,7 @@ def models(p) -> list[TraceNet]:
 
 def run_export(p) -> dict:
     """Export every model, then verify its artifacts on coco_mini taps when the data is there."""
-    from tracenet.export.verify import coco_samples, verify
+    from tracenet.export.verify import coco_samples, fallback_rates, verify, window_cost
 
     formats = check_formats(p.formats)
     out = Path(p.out_dir)
@@ -43,23 +43,25 @@ def run_export(p) -> dict:
         log.warning("verify data %s is absent: artifacts are not verified", data)
     size, window = int(p.input_size), p.get("mask_window")
     window = None if window is None else int(window)
-    report = {}
+    windowed = samples is not None and window is not None and window < size // 8
+    report, rates = {}, {}
     for model in models(p):
         written = export_model(model, size, out, formats, mask_window=window)
         log.info("exported %s", ", ".join(w.name for w in written))
         if samples is not None:
             report.update(verify(model, written, samples))
+        if windowed:  # how often the host falls back to FullNet on coco_mini val taps
+            rates[model.cfg.backbone] = fallback_rates(data, model, size, window)
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "rows"} for k, v in report.items()}
-    if samples is not None and window is not None and window < size // 8:  # what the window clips
-        from tracenet.export.verify import window_cost
-
+    if windowed:  # what the window clips, and how often that costs a FullNet call
         summary["window_cost"] = window_cost(data, model.cfg, size, window)
+        summary["fallback_rate"] = rates
     write_json(out / "verify.json", {"summary": summary, "artifacts": report})
     return summary
 
 
 def run_profile(p) -> tuple[Path, Path]:
-    from tracenet.export.profile import profile_all, write_report
+    from tracenet.export.profile import profile_folder
 
-    rows = profile_all(p.out_dir, tuple(p.profile.threads), int(p.profile.runs), int(p.profile.warmup))
-    return write_report(rows, p.profile.out_dir)
+    pr = p.profile
+    return profile_folder(p.out_dir, pr.out_dir, tuple(pr.threads), int(pr.runs), int(pr.warmup))

@@ -5,10 +5,11 @@ largest instance. Each tap is decoded twice: with the predicted box (the product
 with a prompt box (the instance's box, or a square of half the short side around border taps),
 which makes the mask region large even for an untrained model whose boxes are tiny.
 
-The reference is the PyTorch model on the same ``S×S`` input. Where a tap's mask region
-exceeds an artifact's mask window, the reference is the model's mask over the region clipped
-to that window (``windowed_reference``), and the tap's IoU against the unclipped model mask is
-reported as the window's cost (``iou_unwindowed``).
+The reference is the PyTorch model on the same ``S×S`` input, unclipped: a tap's result is the
+host's (``tracenet.export.fallback``), which recomputes a tap whose mask region exceeds a
+TraceNet artifact's mask window with the FullNet artifact (``fallback``). The TraceNet
+artifact's own clipped output is checked against the model's mask over the region clipped to
+its window (``windowed_reference``, ``iou_window``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracenet.export import host, metadata, runners
+from tracenet.export import fallback, host, metadata, runners
 from tracenet.export.static import window_start
 from tracenet.models import decode
 from tracenet.models.config import MASK_STRIDE, ModelConfig
@@ -144,7 +145,12 @@ def windowed_reference(ref: TraceNet, dense: dict, geo, tap, want, window) -> np
 
 
 def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) -> dict:
-    """Per artifact: IoU of every tap (predicted and prompt box) against PyTorch on the same input."""
+    """Per artifact: IoU of every tap (predicted and prompt box) against PyTorch on the same input.
+
+    The tap's result is the host's (``fallback.ExactTap``): a windowed TraceNet artifact's clipped
+    taps are recomputed by its FullNet partner, so every IoU is against the model's unclipped mask.
+    The TraceNet artifact's own outputs are checked too: against the model's mask over the region
+    clipped to its window (``iou_window``) and by the logits' difference (``max_logit_diff``)."""
     sizes = {tuple(metadata.read(p)["input_size"]) for p in artifacts}
     if len(sizes) != 1:
         raise ValueError(f"artifacts have different input sizes {sorted(sizes)}: verify one size at a time")
@@ -153,12 +159,13 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
     ref.load_state_dict(model.state_dict())
     ref.eval()
     loaded = {p: runners.load(p, threads) for p in artifacts}
+    taps = {p: _exact_tap(p, loaded, model.cfg, threads) for p in artifacts}
     rows = {p.name: [] for p in artifacts}
-    for image, taps in samples:
+    for image, sample_taps in samples:
         fi = host.prepare(image, model.cfg, size)
         with torch.no_grad():
             dense = ref.dense(torch.from_numpy(fi.image))
-        for tap in taps:
+        for tap in sample_taps:
             boxes = (None, tap.box)
             inputs = [host.tap_inputs(fi, tap.xy, box) for box in boxes]
             want = [
@@ -174,19 +181,20 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                 want[1].heads[lvl]["controller"],
             ).numpy()
             for path, run in loaded.items():
+                et = taps[path]
                 outs = [run(**feed) for feed in inputs]
-                got = [
+                raw = [
                     host.decode_outputs(o, fi.geo, model.cfg, box) for o, box in zip(outs, boxes, strict=True)
                 ]
-                refs = [
-                    windowed_reference(ref, dense, fi.geo, tap.xy, w, g.window) if g.clipped else w.mask
-                    for g, w in zip(got, want, strict=True)
+                got = [et.resolve(o, feed, fi, box) for o, feed, box in zip(outs, inputs, boxes, strict=True)]
+                windowed = [
+                    windowed_reference(ref, dense, fi.geo, tap.xy, w, r.window) if r.clipped else w.mask
+                    for r, w in zip(raw, want, strict=True)
                 ]
-                same = got[1].level == lvl
                 diff = None
-                wy0, wy1, wx0, wx1 = host.clip_region(want[1].region, got[1].window)
-                if same and wy1 > wy0 and wx1 > wx0:  # over the prompt region inside the window
-                    gy, gx = got[1].window[0], got[1].window[2]
+                wy0, wy1, wx0, wx1 = host.clip_region(want[1].region, raw[1].window)
+                if raw[1].level == lvl and wy1 > wy0 and wx1 > wx0:  # over the prompt region in the window
+                    gy, gx = raw[1].window[0], raw[1].window[2]
                     mine = outs[1]["logits"][..., wy0 - gy : wy1 - gy, wx0 - gx : wx1 - gx]
                     diff = float(
                         np.abs(mine - ref_logits[..., wy0 - y0 : wy1 - y0, wx0 - x0 : wx1 - x0]).max()
@@ -195,10 +203,17 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                     {
                         "tap": list(tap.xy),
                         "kind": tap.kind,
-                        "iou_pred_box": iou(got[0].mask, refs[0]),
-                        "iou_prompt_box": iou(got[1].mask, refs[1]),
-                        "clipped": [g.clipped for g in got],  # (predicted, prompt) region exceeds the window
-                        "iou_unwindowed": min(iou(g.mask, w.mask) for g, w in zip(got, want, strict=True)),
+                        # the host's result (with fallback) against the model's unclipped mask
+                        "iou_pred_box": iou(got[0].mask, want[0].mask),
+                        "iou_prompt_box": iou(got[1].mask, want[1].mask),
+                        "fallback": [g.fallback for g in got],  # (predicted, prompt) recomputed exactly
+                        "prompt_skips_trace": not fallback.prompt_fits(
+                            fi, model.cfg, tap.box, et.mask_window
+                        ),
+                        # the artifact's own outputs: region exceeds its window; IoU against the
+                        # model's mask over region ∩ window
+                        "clipped": [r.clipped for r in raw],
+                        "iou_window": min(iou(r.mask, w) for r, w in zip(raw, windowed, strict=True)),
                         "prompt_mask_pixels": int(want[1].mask.sum()),
                         "same_level": got[0].level == want[0].level,
                         "max_logit_diff": diff,  # over the prompt region (in the window), when the level agrees
@@ -207,17 +222,81 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
     return {name: _summary(r) for name, r in rows.items()}
 
 
+def _exact_tap(path: Path, loaded: dict, cfg: ModelConfig, threads: int) -> fallback.ExactTap:
+    """The host's exact tap for ``path``: a windowed TraceNet artifact with its FullNet partner."""
+    window = fallback.window_cells(metadata.read(path))
+    exact = None
+    if window is not None:
+        full = fallback.partner(path)
+        exact = loaded.get(full)
+        if exact is None:
+            try:
+                exact = runners.load(full, threads)
+            except FileNotFoundError as e:
+                raise FileNotFoundError(
+                    f"{path.name} falls back to {full.name} where its mask window clips: {e}"
+                ) from e
+    return fallback.ExactTap(loaded[path], exact, cfg, window)
+
+
+def fallback_rates(
+    root: str | Path, model: TraceNet, size: int, mask_window: int, max_images: int | None = None
+) -> dict:
+    """How often the host falls back to the exact artifact on coco_mini's val instances at input
+    ``size``: each instance tapped at its centre (``center_click``), with its box as the prompt
+    and with the model's predicted box. A region falls back when it exceeds ``mask_window``
+    cells (the window is centred on it, so a region that fits is inside). With a prompt box the
+    host knows this before any call and runs the exact artifact only; with the predicted box it
+    runs TraceNet, then the exact artifact. ``max_images``: the first ones only. Computed with the PyTorch model on the artifact's input
+    (its regions equal the artifact's, ``tests/test_export.py``)."""
+    from PIL import Image
+    from pycocotools.coco import COCO
+
+    from tracenet.data.clicks import center_click
+
+    root = Path(root)
+    coco = COCO(str(root / "annotations" / "instances_val2017.json"))
+    ref = TraceNet(host.fixed_config(model.cfg, size))
+    ref.load_state_dict(model.state_dict())
+    ref.eval()
+    prompt, predicted = [], []
+    for img_id in sorted(coco.getImgIds())[:max_images]:
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > 0]
+        if not anns:
+            continue
+        info = coco.loadImgs(img_id)[0]
+        image = np.asarray(Image.open(root / "val2017" / info["file_name"]).convert("RGB"))
+        fi = host.prepare(image, model.cfg, size)
+        clicks = [center_click(coco.annToMask(a).astype(bool)) for a in anns]
+        with torch.no_grad():
+            results = ref.decode(ref.dense(torch.from_numpy(fi.image)), clicks, None, image_size=fi.geo.image)
+        for a, r in zip(anns, results, strict=True):
+            x, y, w, h = a["bbox"]
+            prompt.append(not fallback.prompt_fits(fi, model.cfg, (x, y, x + w, y + h), mask_window))
+            y0, y1, x0, x1 = r.region
+            predicted.append(y1 - y0 > mask_window or x1 - x0 > mask_window)
+    return {
+        "input_size": size,
+        "mask_window": mask_window,
+        "taps": len(prompt),
+        "prompt_box": float(np.mean(prompt)),  # share answered by the exact artifact alone
+        "predicted_box": float(np.mean(predicted)),  # share run by TraceNet, then the exact artifact
+    }
+
+
 def _summary(rows: list[dict]) -> dict:
     ious = [min(r["iou_pred_box"], r["iou_prompt_box"]) for r in rows]
-    cost = [r["iou_unwindowed"] for r in rows]
+    raw = [r["iou_window"] for r in rows]
     return {
         "taps": len(rows),
         "min_iou": min(ious),
         "mean_iou": float(np.mean(ious)),
         "same_level": sum(r["same_level"] for r in rows),
         "clipped": sum(any(r["clipped"]) for r in rows),
-        "min_iou_unwindowed": min(cost),
-        "mean_iou_unwindowed": float(np.mean(cost)),
+        "fallback": sum(any(r["fallback"]) for r in rows),
+        "fallback_calls": sum(sum(r["fallback"]) for r in rows),
+        "min_iou_window": min(raw),
+        "mean_iou_window": float(np.mean(raw)),
         "max_logit_diff": max(
             (r["max_logit_diff"] for r in rows if r["max_logit_diff"] is not None), default=None
         ),
