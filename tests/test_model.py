@@ -245,3 +245,21 @@ def test_pretrained_offline_says_how_to_provide_the_file(monkeypatch):
     monkeypatch.setattr(type(ResNet18_Weights.DEFAULT), "get_state_dict", offline)
     with pytest.raises(RuntimeError, match=r"pretrained='/path/to/resnet18-.*\.pth'"):
         TraceNet.build(backbone="resnet18", pretrained="DEFAULT", **SMALL)
+
+
+def test_cpu_inference_runs_channels_last_and_training_does_not(image):
+    torch.manual_seed(0)
+    model = TraceNet.build(backbone="resnet18", **SMALL)
+    conv = model.dense.backbone.conv1.weight
+    contiguous = torch.contiguous_format
+    assert conv.is_contiguous(memory_format=contiguous)
+    model.eval()
+    want = model.dense(model.prepare(image).tensor)["mask_feats"]
+    r_full = model.segment(image, click=(70, 40), mode="full")
+    r_trace = model.segment(image, click=(70, 40), mode="trace")
+    assert model.dense.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert np.array_equal(r_full.mask, r_trace.mask)
+    got = model.dense(model.prepare(image).tensor)["mask_feats"]
+    assert torch.allclose(got, want, atol=1e-5)  # the layout changes speed, not values
+    model.train()
+    assert model.dense.backbone.conv1.weight.is_contiguous(memory_format=contiguous)
