@@ -273,15 +273,19 @@ def torch_runner(net: TapNet):
     return run
 
 
-def test_exact_tap_falls_back_to_fullnet_where_the_window_clips(r18: TraceNet) -> None:
+@pytest.mark.parametrize("exact", ["tracedense", "full"])
+def test_exact_tap_falls_back_where_the_window_clips(exact: str, r18: TraceNet) -> None:
     """Every tap's mask equals the model's unclipped mask: a region larger than the mask window
-    (a big prompt box) is answered by the FullNet artifact, and the result says so."""
+    (a big prompt box) is answered by the exact artifact (the dense-mask TraceNet the export
+    stage writes as the default fallback, or FullNet), and the result says so."""
     from tracenet.export.fallback import ExactTap, prompt_fits
 
     ref = reference(r18, WIN_SIZE)
     fi = host.prepare(image(), r18.cfg, WIN_SIZE)
     trace = torch_runner(TapNet(r18, WIN_SIZE, "trace", MASK_WINDOW).eval())
-    full = torch_runner(TapNet(r18, WIN_SIZE, "full").eval())
+    full = torch_runner(
+        TapNet(r18, WIN_SIZE, *(("trace", None) if exact == "tracedense" else ("full",))).eval()
+    )
     tap_net = ExactTap(trace, full, r18.cfg, MASK_WINDOW)
     seen = {"fallback": 0, "exact": 0, "clipped_without_fallback": 0, "skipped_trace": 0}
     with torch.no_grad():
@@ -306,8 +310,9 @@ def test_exact_tap_falls_back_to_fullnet_where_the_window_clips(r18: TraceNet) -
     assert seen["clipped_without_fallback"] >= 2 and seen["skipped_trace"] >= len(TAPS), seen
 
 
-def test_exact_tap_needs_a_fallback_artifact(r18: TraceNet, tmp_path) -> None:
+def test_exact_tap_needs_a_fallback_artifact(r18: TraceNet, tmp_path, monkeypatch) -> None:
     import json
+    from pathlib import Path
 
     from tracenet.export import fallback
 
@@ -315,6 +320,10 @@ def test_exact_tap_needs_a_fallback_artifact(r18: TraceNet, tmp_path) -> None:
         fallback.ExactTap(lambda **kw: None, None, r18.cfg, MASK_WINDOW)
     fallback.ExactTap(lambda **kw: None, None, r18.cfg, None)  # a window-free artifact is exact itself
     assert fallback.partner("a/resnet50_trace_384_int8.tflite").name == "resnet50_full_384_int8.tflite"
+    assert [p.name for p in fallback.exact_candidates("resnet50_trace_384.onnx")] == [
+        "resnet50_tracedense_384.onnx",
+        "resnet50_full_384.onnx",
+    ]
     with pytest.raises(ValueError, match="not a TraceNet artifact"):
         fallback.partner("resnet50_full_384.tflite")
     assert fallback.window_cells({"input_size": [384, 384], "mask_window": {"cells": 20}}) == 20
@@ -323,7 +332,7 @@ def test_exact_tap_needs_a_fallback_artifact(r18: TraceNet, tmp_path) -> None:
     trace.write_bytes(b"")
     meta = {"input_size": [256, 256], "mask_window": {"cells": MASK_WINDOW}, "backbone": "resnet18"}
     (tmp_path / "resnet18_trace_256.onnx.json").write_text(json.dumps(meta))
-    with pytest.raises(FileNotFoundError, match=r"resnet18_full_256\.onnx, which is missing"):
+    with pytest.raises(FileNotFoundError, match=r"resnet18_tracedense_256\.onnx or resnet18_full_256\.onnx"):
         fallback.load(trace, r18.cfg)
     other = tmp_path / "resnet18_trace_256_windowed.onnx"  # not exact itself: refused as a fallback
     other.write_bytes(b"")
@@ -332,6 +341,21 @@ def test_exact_tap_needs_a_fallback_artifact(r18: TraceNet, tmp_path) -> None:
     )
     with pytest.raises(ValueError, match="not an exact artifact"):
         fallback.load(trace, r18.cfg, exact=other)
+    # the dense-mask TraceNet is the default fallback; FullNet where it is absent
+    exact = {"input_size": [256, 256], "mask_window": {"cells": 32}, "backbone": "resnet18"}
+    for kind in ("full", "tracedense"):
+        (tmp_path / f"resnet18_{kind}_256.onnx").write_bytes(b"")
+        (tmp_path / f"resnet18_{kind}_256.onnx.json").write_text(json.dumps({**exact, "mode": kind}))
+    assert fallback.exact_artifact(trace).name == "resnet18_tracedense_256.onnx"
+    loaded = []
+    monkeypatch.setattr(fallback.runners, "load", lambda p, threads: loaded.append(Path(p).name) or p)
+    tap = fallback.load(trace, r18.cfg)
+    assert (
+        loaded == ["resnet18_tracedense_256.onnx", "resnet18_trace_256.onnx"]
+        and tap.mask_window == MASK_WINDOW
+    )
+    (tmp_path / "resnet18_tracedense_256.onnx").unlink()
+    assert fallback.exact_artifact(trace).name == "resnet18_full_256.onnx"
 
 
 def test_expected_ratio_counts_fallbacks() -> None:
@@ -345,43 +369,121 @@ def test_expected_ratio_counts_fallbacks() -> None:
         "threads": 1,
     }
     rows = [
-        {**key, "mode": m, "median_ms": ms, "macs": macs}
+        {**key, "mode": m, "median_ms": ms, "macs": macs, "artifact": f"resnet50_{m}_384.tflite"}
         for m, ms, macs in [("trace", 9, 4), ("full", 10, 8)]
     ]
-    pairs = [{**key, "trace_ms": 40.0, "full_ms": 100.0, "mac_ratio": 0.5}]
+    pair = {**key, "trace_ms": 40.0, "full_ms": 100.0, "mac_ratio": 0.5, "full": "resnet50_full_384.tflite"}
     rates = {"resnet50": {"prompt_box": 0.25, "predicted_box": 0.1}}
     (sep,) = ratios(rows)
     assert not sep["alternated"] and sep["latency_ratio"] == 0.9 and "expected_ratio_prompt_box" not in sep
-    (r,) = ratios(rows, pairs, rates)
+    assert sep["exact"] == "resnet50_full_384.tflite" and sep["exact_ratio"] == 1.0
+    # FullNet as the fallback: a FullNet call instead of (prompt) or after (predicted) TraceNet
+    (r,) = ratios(rows, [pair], rates)
     assert r["alternated"] and r["latency_ratio"] == pytest.approx(0.4) and r["mac_ratio"] == 0.5
-    assert r["expected_ratio_prompt_box"] == pytest.approx(0.75 * 0.4 + 0.25)  # FullNet instead
-    assert r["expected_ratio_predicted_box"] == pytest.approx(0.4 + 0.1)  # FullNet after TraceNet
-    assert "| 0.40 alt | 0.50 | 25.0% / 10.0% | 0.55 / 0.50 |" in markdown([], [r])
+    assert r["expected_ratio_prompt_box"] == pytest.approx(0.75 * 0.4 + 0.25)
+    assert r["expected_ratio_predicted_box"] == pytest.approx(0.4 + 0.1)
+    assert "| 0.40 alt | 0.50 | resnet50_full_384.tflite (1.00) | 25.0% / 10.0% | 0.55 / 0.50 |" in markdown(
+        [], [r]
+    )
+    # the dense-mask TraceNet as the fallback (what the host uses when exported): its latency counts
+    dense = {**pair, "exact": "resnet50_tracedense_384.tflite", "exact_ms": 60.0}
+    (r,) = ratios(rows, [dense], rates)
+    assert r["expected_ratio_prompt_box"] == pytest.approx(0.75 * 0.4 + 0.25 * 0.6)
+    assert r["expected_ratio_predicted_box"] == pytest.approx(0.4 + 0.1 * 0.6)
+    assert "resnet50_tracedense_384.tflite (0.60) | 25.0% / 10.0% | 0.45 / 0.46 |" in markdown([], [r])
+    rows.append({**key, "mode": "tracedense", "median_ms": 6, "macs": 5, "artifact": "d.tflite"})
+    (sep,) = ratios(rows, None, rates)
+    assert sep["exact"] == "d.tflite" and sep["expected_ratio_prompt_box"] == pytest.approx(
+        0.75 * 0.9 + 0.25 * 0.6
+    )
+
+
+def test_random_weights_are_recalibrated_for_export(tmp_path) -> None:
+    """Random weights as built have BatchNorm statistics (0, 1): the mask logits are nearly
+    constant over the map (and ~1e-8 at MobileNetV3-L), so masks are decided by float rounding.
+    The export stage recalibrates the statistics, so the logits have a trained model's scale and
+    vary over the map; a checkpoint is exported untouched."""
+    from omegaconf import OmegaConf
+
+    from tracenet.export import stage
+    from tracenet.export.calibrate import synthetic_images
+
+    p = OmegaConf.create(
+        {
+            "checkpoint": None,
+            "backbones": ["resnet18"],
+            "input_size": SIZE,
+            "verify": {"data": str(tmp_path / "absent")},
+        }
+    )
+    ((model, weights),) = stage.models(p)
+    assert not model.training and weights["batchnorm"]["recalibrated"]
+    assert "synthetic" in weights["batchnorm"]["data"] and weights["batchnorm"]["layers"] > 50
+    torch.manual_seed(stage.SEED)
+    as_built = TraceNet.build(backbone="resnet18").eval()  # the same weights, initial statistics
+    picture = synthetic_images(1, seed=1)[0]  # like the calibration images, not one of them
+
+    def logits(m: TraceNet) -> torch.Tensor:
+        fi = host.prepare(picture, m.cfg, SIZE)
+        with torch.no_grad():
+            return TapNet(m, SIZE, "full")(**feed(fi, (160, 120)))[3]
+
+    flat = logits(as_built)
+    assert flat.std() < 1e-2 and flat.abs().max() < 0.1, (flat.std(), flat.abs().max())  # degenerate
+    got = logits(model)
+    assert got.std() > 0.05 and 0.02 < got.abs().median() < 50, (got.std(), got.abs().median())
+    for name, value in as_built.state_dict().items():  # only BatchNorm statistics changed
+        if not name.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            torch.testing.assert_close(model.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+    ckpt = tiny_model().save_checkpoint(tmp_path / "model.pt")
+    ((trained, weights),) = stage.models(
+        OmegaConf.create({**OmegaConf.to_container(p), "checkpoint": str(ckpt)})
+    )
+    assert weights["batchnorm"] == "as trained"
+    for name, value in tiny_model().state_dict().items():
+        torch.testing.assert_close(trained.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.realdata
 def test_verify_checks_the_host_result_with_fallback(r18: TraceNet, coco_mini, monkeypatch) -> None:
-    """A windowed TraceNet stand-in with its FullNet partner: every tap reaches IoU 1 against the
-    model's unclipped mask, clipped taps fell back, and the rates over coco_mini are counted."""
+    """A windowed TraceNet stand-in with its exact fallback (the dense-mask TraceNet, else
+    FullNet): every tap reaches IoU 1 against the model's unclipped mask, clipped taps fell back,
+    and the rates over coco_mini are counted."""
     from pathlib import Path
 
     from tracenet.export import verify as vf
 
     runtimes = {
         "r18_trace_256.onnx": torch_runner(TapNet(r18, WIN_SIZE, "trace", MASK_WINDOW).eval()),
+        "r18_tracedense_256.onnx": torch_runner(TapNet(r18, WIN_SIZE, "trace").eval()),
         "r18_full_256.onnx": torch_runner(TapNet(r18, WIN_SIZE, "full").eval()),
     }
     metas = {
         "r18_trace_256.onnx": {"input_size": [WIN_SIZE] * 2, "mask_window": {"cells": MASK_WINDOW}},
+        "r18_tracedense_256.onnx": {"input_size": [WIN_SIZE] * 2, "mask_window": {"cells": WIN_SIZE // 8}},
         "r18_full_256.onnx": {"input_size": [WIN_SIZE] * 2, "mask_window": {"cells": WIN_SIZE // 8}},
     }
+
+    def load(p, threads):
+        if Path(p).name not in runtimes:
+            raise FileNotFoundError(p)
+        return runtimes[Path(p).name]
+
     monkeypatch.setattr(vf.metadata, "read", lambda p: metas[Path(p).name])
-    monkeypatch.setattr(vf.runners, "load", lambda p, threads: runtimes[Path(p).name])
-    report = vf.verify(r18, [Path("r18_trace_256.onnx")], vf.coco_samples(coco_mini, max_images=1))
-    trace = report["r18_trace_256.onnx"]
-    assert trace["taps"] == 8 and trace["min_iou"] == 1.0 and trace["same_level"] == 8
-    assert 0 < trace["clipped"] == trace["fallback"] < 8 and trace["min_iou_window"] == 1.0
-    assert all(r["fallback"] == r["clipped"] for r in trace["rows"])
+    monkeypatch.setattr(vf.runners, "load", load)
+    samples = vf.coco_samples(coco_mini, max_images=1)
+    for fallback_name in ("r18_tracedense_256.onnx", "r18_full_256.onnx"):
+        calls = runtimes[fallback_name].calls
+        report = vf.verify(r18, [Path("r18_trace_256.onnx")], samples)
+        trace = report["r18_trace_256.onnx"]
+        assert trace["fallback_artifact"] == fallback_name
+        assert trace["taps"] == 8 and trace["min_iou"] == 1.0 and trace["same_level"] == 8
+        assert 0 < trace["clipped"] == trace["fallback"] < 8 and trace["min_iou_window"] == 1.0
+        assert all(r["fallback"] == r["clipped"] for r in trace["rows"])
+        assert runtimes[fallback_name].calls - calls == trace["fallback_calls"]
+        assert trace["max_logit_diff"] < 1e-4 and trace["median_max_abs_logit"] > 1e-2
+        runtimes.pop("r18_tracedense_256.onnx", None)  # then FullNet: the fallback where it is absent
 
     rates = vf.fallback_rates(coco_mini, r18, WIN_SIZE, MASK_WINDOW, max_images=8)
     assert rates["taps"] >= 20 and 0 < rates["prompt_box"] < 1 and 0 <= rates["predicted_box"] <= 1

@@ -31,7 +31,8 @@ def model():
 
 @pytest.fixture(scope="module")
 def artifacts(model, tmp_path_factory) -> list[Path]:
-    """Both networks in every format: the windowed trace network falls back to the full one."""
+    """FullNet, the windowed TraceNet and its exact fallback (the dense-mask TraceNet), in every
+    format."""
     return export_model(model, SIZE, tmp_path_factory.mktemp("export"), mask_window=MASK_WINDOW)
 
 
@@ -41,7 +42,9 @@ def test_artifacts_are_valid_and_described(artifacts: list[Path]) -> None:
 
     names = sorted(p.name for p in artifacts)
     assert names == sorted(
-        f"resnet18_{m}_128{ext}" for m in ("full", "trace") for ext in (".onnx", ".tflite", "_int8.tflite")
+        f"resnet18_{m}_128{ext}"
+        for m in ("full", "trace", "tracedense")
+        for ext in (".onnx", ".tflite", "_int8.tflite")
     )
     proto = onnx.load(str(next(p for p in artifacts if p.name == "resnet18_trace_128.onnx")))
     onnx.checker.check_model(proto)
@@ -75,8 +78,12 @@ def test_artifacts_reproduce_pytorch_on_coco_taps(model, artifacts: list[Path], 
             assert summary["min_iou_window"] >= 0.99, (name, summary["min_iou_window"])
             assert summary["same_level"] == summary["taps"]
         assert summary["fallback"] == summary["clipped"] < summary["taps"]  # most regions fit
-        if "trace" in name:  # both cases ran
+        assert summary["max_logit_diff"] is not None and summary["median_max_abs_logit"] > 0
+        if "_trace_" in name:  # both cases ran, the clipped taps answered by the dense-mask TraceNet
             assert summary["fallback"] > 0
+            assert summary["fallback_artifact"] == name.replace("_trace_", "_tracedense_")
+        else:  # FullNet and the dense-mask TraceNet are exact themselves
+            assert summary["fallback"] == 0 and summary["fallback_artifact"] is None
     assert any(r["prompt_mask_pixels"] > 0 for r in report["resnet18_trace_128.onnx"]["rows"])
 
 
@@ -95,6 +102,9 @@ def test_profile_reports_every_artifact(artifacts: list[Path], tmp_path: Path) -
         "resnet18_trace_128_int8.tflite",
     ]
     assert all(r["alternated"] and r["trace_ms"] > 0 for r in doc["ratios"]) and len(doc["ratios"]) == 3
+    # the expected cost counts the fallback the host uses: the dense-mask TraceNet, timed alongside
+    assert all(p["exact"] == p["trace"].replace("_trace_", "_tracedense_") for p in doc["alternated"])
+    assert all(p["exact_ms"] > 0 for p in doc["alternated"])
     for r in rows:
         assert r["cold_start_ms"] >= r["load_ms"] > 0 and r["p90_ms"] >= r["median_ms"] > 0
         assert r["peak_rss_mb"] > r["file_mb"] > 0 and r["macs"] > 0

@@ -3,8 +3,10 @@
 A TraceNet artifact with a mask window (``export.mask_window`` M) computes the mask branch on
 ``M×M`` stride-8 cells only; a mask region larger than that is clipped (``TapMask.clipped``).
 :class:`ExactTap` never returns a clipped mask: such a tap is answered by an exact artifact of
-the same model, format, precision and size (the FullNet artifact the export stage writes beside
-it, :func:`partner`), and the result says so (``TapMask.fallback``).
+the same model, format, precision and size, and the result says so (``TapMask.fallback``). By
+default (:func:`exact_artifact`) that is the dense-mask TraceNet the export stage writes beside
+it (``{backbone}_tracedense_{S}``: TraceNet without a mask window, ≈ 0.55× FullNet at R-50),
+else the FullNet artifact (:func:`partner`, ≈ 1×).
 
 - With a prompt box the region is known before any call (``decode.mask_region``): a region
   larger than M cells goes straight to the exact artifact, the TraceNet call is skipped.
@@ -19,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tracenet.export import host, metadata, runners
+from tracenet.export.build import DENSE_MASK
 from tracenet.models import decode
 from tracenet.models.config import MASK_STRIDE, ModelConfig
 from tracenet.models.preprocess import check_box
@@ -31,12 +34,32 @@ def window_cells(meta: dict) -> int | None:
     return None if m is None or int(m) >= n else int(m)
 
 
-def partner(path: str | Path) -> Path:
-    """The FullNet artifact beside a TraceNet artifact: ``{backbone}_full_{S}[_int8].{ext}``."""
+def partner(path: str | Path, kind: str = "full") -> Path:
+    """The ``kind`` artifact beside a TraceNet artifact: ``{backbone}_{kind}_{S}[_int8].{ext}``
+    (``full``: FullNet; ``tracedense``: the dense-mask TraceNet)."""
     path = Path(path)
     if "_trace_" not in path.name:
         raise ValueError(f"{path.name} is not a TraceNet artifact (no '_trace_' in its name)")
-    return path.with_name(path.name.replace("_trace_", "_full_", 1))
+    return path.with_name(path.name.replace("_trace_", f"_{kind}_", 1))
+
+
+def exact_candidates(path: str | Path) -> list[Path]:
+    """The exact artifacts a windowed TraceNet artifact falls back to, in order of preference:
+    the dense-mask TraceNet (cheaper), then FullNet."""
+    return [partner(path, DENSE_MASK), partner(path, "full")]
+
+
+def exact_artifact(path: str | Path) -> Path:
+    """The fallback the host uses for the TraceNet artifact at ``path``: the first of
+    :func:`exact_candidates` that exists (``FileNotFoundError`` naming them when none does)."""
+    for candidate in exact_candidates(path):
+        if candidate.is_file():
+            return candidate
+    names = " or ".join(c.name for c in exact_candidates(path))
+    raise FileNotFoundError(
+        f"{Path(path).name} clips mask regions larger than its window and falls back to {names}, "
+        f"which are missing: export both modes (export.formats as for {Path(path).name})"
+    )
 
 
 def prompt_fits(fi: host.FixedInput, cfg: ModelConfig, box, mask_window: int | None) -> bool:
@@ -54,7 +77,7 @@ class ExactTap:
     """``ExactTap(trace, exact, cfg, mask_window)(fi, click, box=None) -> TapMask``, never clipped.
 
     ``trace`` and ``exact`` are runners (``tracenet.export.runners``); ``exact`` must compute the
-    mask branch on the whole map (FullNet, or TraceNet without a mask window). ``mask_window``:
+    mask branch on the whole map (the dense-mask TraceNet, or FullNet). ``mask_window``:
     the TraceNet artifact's window in cells (None: it is exact itself and ``exact`` is never used).
     ``calls`` counts the calls made to each artifact.
     """
@@ -88,15 +111,15 @@ class ExactTap:
 
 def load(path: str | Path, cfg: ModelConfig, threads: int = 1, exact: str | Path | None = None) -> ExactTap:
     """An :class:`ExactTap` for the artifact at ``path``; a windowed TraceNet artifact loads its
-    fallback too: ``exact`` (any artifact of the same model and size without a mask window,
-    e.g. a TraceNet exported with ``mask_window: null``) or else its FullNet :func:`partner`
-    (``FileNotFoundError`` naming it when it is missing)."""
+    fallback too: ``exact`` (any artifact of the same model and size without a mask window)
+    or else :func:`exact_artifact` (the dense-mask TraceNet beside it, else FullNet;
+    ``FileNotFoundError`` naming them when both are missing)."""
     path = Path(path)
     meta = metadata.read(path)
     window = window_cells(meta)
     fallback_runner = None
     if window is not None:
-        full = partner(path) if exact is None else Path(exact)
+        full = exact_artifact(path) if exact is None else Path(exact)
         if not full.is_file():
             raise FileNotFoundError(
                 f"{path.name} clips mask regions larger than {window} cells and falls back to {full.name}, "

@@ -22,13 +22,24 @@ def network_macs(net: TapNet) -> int:
     return fc.get_total_flops() // 2
 
 
-def describe(net: TapNet, artifact: Path, precision: str, macs: int, extra: dict | None = None) -> dict:
+def describe(
+    net: TapNet,
+    artifact: Path,
+    precision: str,
+    macs: int,
+    extra: dict | None = None,
+    kind: str | None = None,
+    weights: dict | None = None,
+) -> dict:
+    """The artifact's JSON. ``kind``: the artifact kind (``full``, ``trace``, ``tracedense``;
+    default the network's mode); ``weights``: where the weights come from (checkpoint, or random
+    with recalibrated BatchNorm statistics: ``tracenet.export.calibrate``)."""
     cfg = net.cfg
     s, m = net.size, net.mask_window
     return {
         "artifact": artifact.name,
         "format": artifact.suffix.lstrip("."),
-        "mode": net.mode,
+        "mode": kind or net.mode,
         "backbone": cfg.backbone,
         "precision": precision,
         "input_size": [s, s],
@@ -78,6 +89,7 @@ def describe(net: TapNet, artifact: Path, precision: str, macs: int, extra: dict
         "file_bytes": artifact.stat().st_size,
         "sha256": hashlib.sha256(artifact.read_bytes()).hexdigest(),
         "model_options": cfg.to_dict(),
+        "weights": weights or {"source": "unspecified"},
     }
 
 

@@ -4,10 +4,11 @@
 
 Each (artifact, threads) pair runs in a fresh interpreter, so cold start is a real first load
 and peak RSS belongs to that artifact alone. Then each TraceNet artifact and its FullNet partner
-run in one more interpreter with their calls alternated (``measure_pair``), so that both see the
-same machine load: the TraceNet / FullNet latency ratio comes from those calls. Where the folder
-has the export stage's ``verify.json`` with ``fallback_rate`` (how often a tap needs the FullNet
-artifact, ``tracenet.export.fallback``), the ratio including those fallbacks is reported too.
+run in one more interpreter with their calls alternated (``measure_pair``, together with the
+exact fallback the host uses: the dense-mask TraceNet when exported), so that they see the same
+machine load: the TraceNet / FullNet latency ratio comes from those calls. Where the folder has
+the export stage's ``verify.json`` with ``fallback_rate`` (how often a tap needs the exact
+fallback, ``tracenet.export.fallback``), the ratio including those fallbacks is reported too.
 Writes ``profile.json`` and ``profile.md``.
 """
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from tracenet.export import fallback, metadata, runners
+from tracenet.export.build import DENSE_MASK
 from tracenet.export.files import write_json, write_text
 
 
@@ -80,29 +82,39 @@ def sample_inputs(s: int) -> dict[str, np.ndarray]:
 
 
 def measure_pair(trace: Path, threads: int, runs: int, warmup: int) -> dict:
-    """A TraceNet artifact and its FullNet partner in this process, calls alternated."""
+    """A TraceNet artifact, its FullNet partner and, for a windowed TraceNet, the exact fallback
+    the host uses (``fallback.exact_artifact``: the dense-mask TraceNet, else FullNet itself) in
+    this process, their calls alternated (the order rotates every round)."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     full = fallback.partner(trace)
     meta = metadata.read(trace)
+    exact = full if fallback.window_cells(meta) is None else fallback.exact_artifact(trace)
     inputs = sample_inputs(meta["input_size"][0])
-    run = {"trace": runners.load(trace, threads), "full": runners.load(full, threads)}
-    times = {"trace": [], "full": []}
+    paths = {"trace": trace, "full": full}
+    if exact != full:
+        paths["exact"] = exact
+    run = {k: runners.load(p, threads) for k, p in paths.items()}
+    times = {k: [] for k in paths}
+    order = list(paths)
     for i in range(warmup + runs):
-        for mode in ("trace", "full") if i % 2 == 0 else ("full", "trace"):
+        for mode in order[i % len(order) :] + order[: i % len(order)]:
             t = time.perf_counter()
             run[mode](**inputs)
             if i >= warmup:
                 times[mode].append(time.perf_counter() - t)
+    ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     return {
         "trace": trace.name,
         "full": full.name,
+        "exact": exact.name,  # the fallback where the window clips (FullNet when it is the partner)
         **{k: meta[k] for k in ("backbone", "format", "precision")},
         "input_size": meta["input_size"][0],
         "threads": threads,
         "runs": runs,
-        "trace_ms": 1e3 * statistics.median(times["trace"]),
-        "full_ms": 1e3 * statistics.median(times["full"]),
+        "trace_ms": ms["trace"],
+        "full_ms": ms["full"],
+        "exact_ms": ms.get("exact", ms["full"]),
         "mac_ratio": meta["macs"] / metadata.read(full)["macs"],
     }
 
@@ -166,9 +178,10 @@ def fallback_rates(folder: str | Path) -> dict:
 def ratios(rows: list[dict], pairs: list[dict] | None = None, rates: dict | None = None) -> list[dict]:
     """TraceNet / FullNet median latency for each backbone, format, precision, size and thread
     count: from the alternated calls (``pairs``) where measured, else from the separate runs.
-    With ``rates`` (``fallback_rates``), the expected ratio per tap including fallbacks: a prompt
-    box whose region exceeds the window costs one FullNet call instead of the TraceNet call, a
-    clipped predicted box a FullNet call after it."""
+    With ``rates`` (``fallback_rates``), the expected ratio per tap including fallbacks, with
+    the fallback the host uses (``exact``: the dense-mask TraceNet when exported, else FullNet;
+    its latency ``X``): a prompt box whose region exceeds the window costs one ``X`` call instead
+    of the TraceNet call, a clipped predicted box an ``X`` call after it."""
     key = ("backbone", "format", "precision", "input_size", "threads")
     by = {(tuple(r[k] for k in key), r["mode"]): r for r in rows}
     alt = {tuple(p[k] for k in key): p for p in pairs or []}
@@ -176,9 +189,14 @@ def ratios(rows: list[dict], pairs: list[dict] | None = None, rates: dict | None
     for k in dict.fromkeys([kk for kk, mode in by if mode == "trace" and (kk, "full") in by] + list(alt)):
         if k in alt:
             t, f, macs = alt[k]["trace_ms"], alt[k]["full_ms"], alt[k]["mac_ratio"]
+            x, exact = alt[k].get("exact_ms", f), alt[k].get("exact", alt[k]["full"])
         else:
             t, f = by[k, "trace"]["median_ms"], by[k, "full"]["median_ms"]
             macs = by[k, "trace"]["macs"] / by[k, "full"]["macs"]
+            dense = by.get((k, DENSE_MASK))
+            x, exact = (
+                (f, by[k, "full"]["artifact"]) if dense is None else (dense["median_ms"], dense["artifact"])
+            )
         r = {
             **dict(zip(key, k, strict=True)),
             "alternated": k in alt,
@@ -186,13 +204,16 @@ def ratios(rows: list[dict], pairs: list[dict] | None = None, rates: dict | None
             "full_ms": f,
             "latency_ratio": t / f,
             "mac_ratio": macs,
+            "exact": exact,
+            "exact_ms": x,
+            "exact_ratio": x / f,
         }
         rate = (rates or {}).get(k[0])
         if rate:
             p, q = rate["prompt_box"], rate["predicted_box"]
             r["fallback_prompt_box"], r["fallback_predicted_box"] = p, q
-            r["expected_ratio_prompt_box"] = ((1 - p) * t + p * f) / f
-            r["expected_ratio_predicted_box"] = (t + q * f) / f
+            r["expected_ratio_prompt_box"] = ((1 - p) * t + p * x) / f
+            r["expected_ratio_predicted_box"] = (t + q * x) / f
         out.append(r)
     return out
 
@@ -209,14 +230,16 @@ def markdown(rows: list[dict], rat: list[dict]) -> str:
         )
     lines += [
         "",
-        "Latency ratio: medians of TraceNet and FullNet calls alternated in one process (`alt`), else",
-        "of the separate runs above. Fallback: share of coco_mini val taps (prompt box / predicted box)",
-        "whose mask region exceeds TraceNet's mask window, answered by FullNet; expected ratio: per tap,",
-        "including those FullNet calls (prompt box: instead of TraceNet; predicted box: after it).",
+        "Latency ratio: medians of TraceNet and FullNet calls alternated in one process (`alt`, with",
+        "the exact fallback's calls), else of the separate runs above. Exact fallback: the artifact",
+        "the host uses where TraceNet's mask window clips (dense-mask TraceNet, else FullNet), its",
+        "latency / FullNet's. Fallback: share of coco_mini val taps (prompt box / predicted box) whose",
+        "mask region exceeds the window; expected ratio: per tap / FullNet, including those fallback",
+        "calls (prompt box: instead of TraceNet; predicted box: after it).",
         "",
         "| backbone | format | precision | size | threads | TraceNet ms | FullNet ms | latency ratio "
-        "| MAC ratio | fallback prompt / predicted | expected ratio prompt / predicted |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| MAC ratio | exact fallback (ratio) | fallback prompt / predicted | expected ratio prompt / predicted |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rat:
         fb = exp = "–"
@@ -226,7 +249,8 @@ def markdown(rows: list[dict], rat: list[dict]) -> str:
         lines.append(
             f"| {r['backbone']} | {r['format']} | {r['precision']} | {r['input_size']} | {r['threads']} | "
             f"{r['trace_ms']:.1f} | {r['full_ms']:.1f} | {r['latency_ratio']:.2f}"
-            f"{' alt' if r['alternated'] else ''} | {r['mac_ratio']:.2f} | {fb} | {exp} |"
+            f"{' alt' if r['alternated'] else ''} | {r['mac_ratio']:.2f} | {r['exact']} ({r['exact_ratio']:.2f}) "
+            f"| {fb} | {exp} |"
         )
     return "\n".join(lines) + "\n"
 

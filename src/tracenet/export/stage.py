@@ -12,23 +12,33 @@ from tracenet.export.files import write_json
 from tracenet.models.tracenet import TraceNet
 
 log = logging.getLogger(__name__)
+SEED = 0  # random weights: torch.manual_seed before building each backbone
 
 
-def models(p) -> list[TraceNet]:
-    """The checkpoint's model, or the listed backbones with random weights (latency and the
-    artifacts' agreement with PyTorch do not depend on the weights)."""
+def models(p) -> list[tuple[TraceNet, dict]]:
+    """The checkpoint's model, or the listed backbones with random weights, each with the
+    description of its weights that the artifacts' metadata carries.
+
+    Random weights (latency and the artifacts' agreement with PyTorch do not depend on training)
+    get their BatchNorm statistics recalibrated on a few images (``tracenet.export.calibrate``),
+    so that the mask logits have the scale of a trained model's rather than ~1e-8; a
+    checkpoint is exported untouched."""
+    from tracenet.export.calibrate import calibrate_random_weights
+
     if p.checkpoint:
         path = Path(p.checkpoint)
         if not path.is_file():
             raise FileNotFoundError(f"export.checkpoint {path} not found: train first or set it to null")
-        return [TraceNet.from_checkpoint(path)]
+        return [(TraceNet.from_checkpoint(path), {"source": f"checkpoint {path}", "batchnorm": "as trained"})]
     if not p.backbones:
         raise ValueError("export.backbones is empty and export.checkpoint is null: nothing to export")
-    models = []
+    data = p.verify.data if "verify" in p else None
+    out = []
     for b in p.backbones:
-        torch.manual_seed(0)  # the same random weights on every run: artifacts are reproducible
-        models.append(TraceNet.build(backbone=b).eval())
-    return models
+        torch.manual_seed(SEED)  # the same random weights on every run: artifacts are reproducible
+        model = TraceNet.build(backbone=b)
+        out.append((model, calibrate_random_weights(model, int(p.input_size), data, SEED)))
+    return out
 
 
 def run_export(p) -> dict:
@@ -45,8 +55,8 @@ def run_export(p) -> dict:
     window = None if window is None else int(window)
     windowed = samples is not None and window is not None and window < size // 8
     report, rates = {}, {}
-    for model in models(p):
-        written = export_model(model, size, out, formats, mask_window=window)
+    for model, weights in models(p):
+        written = export_model(model, size, out, formats, mask_window=window, weights=weights)
         log.info("exported %s", ", ".join(w.name for w in written))
         if samples is not None:
             report.update(verify(model, written, samples))

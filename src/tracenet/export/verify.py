@@ -7,7 +7,8 @@ which makes the mask region large even for an untrained model whose boxes are ti
 
 The reference is the PyTorch model on the same ``S×S`` input, unclipped: a tap's result is the
 host's (``tracenet.export.fallback``), which recomputes a tap whose mask region exceeds a
-TraceNet artifact's mask window with the FullNet artifact (``fallback``). The TraceNet
+TraceNet artifact's mask window with an exact artifact (``fallback``: the dense-mask TraceNet
+when exported, else FullNet). The TraceNet
 artifact's own clipped output is checked against the model's mask over the region clipped to
 its window (``windowed_reference``, ``iou_window``).
 """
@@ -148,9 +149,11 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
     """Per artifact: IoU of every tap (predicted and prompt box) against PyTorch on the same input.
 
     The tap's result is the host's (``fallback.ExactTap``): a windowed TraceNet artifact's clipped
-    taps are recomputed by its FullNet partner, so every IoU is against the model's unclipped mask.
-    The TraceNet artifact's own outputs are checked too: against the model's mask over the region
-    clipped to its window (``iou_window``) and by the logits' difference (``max_logit_diff``)."""
+    taps are recomputed by its exact fallback (the dense-mask TraceNet, else FullNet:
+    ``fallback_artifact``), so every IoU is against the model's unclipped mask. The artifact's
+    own outputs are checked too: against the model's mask over the region clipped to its window
+    (``iou_window``) and by the largest |logit| difference from the model over region ∩ window
+    (``max_logit_diff``), next to the model's logit scale there (``median_max_abs_logit``)."""
     sizes = {tuple(metadata.read(p)["input_size"]) for p in artifacts}
     if len(sizes) != 1:
         raise ValueError(f"artifacts have different input sizes {sorted(sizes)}: verify one size at a time")
@@ -159,7 +162,9 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
     ref.load_state_dict(model.state_dict())
     ref.eval()
     loaded = {p: runners.load(p, threads) for p in artifacts}
-    taps = {p: _exact_tap(p, loaded, model.cfg, threads) for p in artifacts}
+    taps, exact_names = {}, {}
+    for p in artifacts:
+        taps[p], exact_names[p.name] = _exact_tap(p, loaded, model.cfg, threads)
     rows = {p.name: [] for p in artifacts}
     for image, sample_taps in samples:
         fi = host.prepare(image, model.cfg, size)
@@ -172,14 +177,7 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                 ref.decode(dense, [tap.xy], None if b is None else [b], image_size=fi.geo.image)[0]
                 for b in boxes
             ]
-            lvl, (y0, y1, x0, x1) = want[1].level, want[1].region
-            ref_logits = decode.mask_logits(
-                dense["mask_feats"][..., y0:y1, x0:x1],
-                want[1].region,
-                lvl,
-                decode.tap_cells(fi.geo, tap.xy)[lvl],
-                want[1].heads[lvl]["controller"],
-            ).numpy()
+            ref_logits = [_reference_logits(dense, fi.geo, tap.xy, w) for w in want]
             for path, run in loaded.items():
                 et = taps[path]
                 outs = [run(**feed) for feed in inputs]
@@ -191,14 +189,12 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                     windowed_reference(ref, dense, fi.geo, tap.xy, w, r.window) if r.clipped else w.mask
                     for r, w in zip(raw, want, strict=True)
                 ]
-                diff = None
-                wy0, wy1, wx0, wx1 = host.clip_region(want[1].region, raw[1].window)
-                if raw[1].level == lvl and wy1 > wy0 and wx1 > wx0:  # over the prompt region in the window
-                    gy, gx = raw[1].window[0], raw[1].window[2]
-                    mine = outs[1]["logits"][..., wy0 - gy : wy1 - gy, wx0 - gx : wx1 - gx]
-                    diff = float(
-                        np.abs(mine - ref_logits[..., wy0 - y0 : wy1 - y0, wx0 - x0 : wx1 - x0]).max()
-                    )
+                diffs = [
+                    _logit_diff(o, r, w, rl)
+                    for o, r, w, rl in zip(outs, raw, want, ref_logits, strict=True)
+                    if r.level == w.level
+                ]
+                diffs = [d for d in diffs if d is not None]
                 rows[path.name].append(
                     {
                         "tap": list(tap.xy),
@@ -216,27 +212,60 @@ def verify(model: TraceNet, artifacts: list[Path], samples, threads: int = 2) ->
                         "iou_window": min(iou(r.mask, w) for r, w in zip(raw, windowed, strict=True)),
                         "prompt_mask_pixels": int(want[1].mask.sum()),
                         "same_level": got[0].level == want[0].level,
-                        "max_logit_diff": diff,  # over the prompt region (in the window), when the level agrees
+                        # max |artifact - model| logit over region ∩ window (both boxes, where the level
+                        # agrees), and the model's largest |logit| there, for scale
+                        "max_logit_diff": max((d for d, _ in diffs), default=None),
+                        "max_abs_logit": max((a for _, a in diffs), default=None),
                     }
                 )
-    return {name: _summary(r) for name, r in rows.items()}
+    return {name: {**_summary(r), "fallback_artifact": exact_names[name]} for name, r in rows.items()}
 
 
-def _exact_tap(path: Path, loaded: dict, cfg: ModelConfig, threads: int) -> fallback.ExactTap:
-    """The host's exact tap for ``path``: a windowed TraceNet artifact with its FullNet partner."""
+def _reference_logits(dense: dict, geo, tap, want) -> np.ndarray:
+    """The model's mask logits over ``want``'s mask region (``decode.mask_logits``)."""
+    lvl, (y0, y1, x0, x1) = want.level, want.region
+    return decode.mask_logits(
+        dense["mask_feats"][..., y0:y1, x0:x1],
+        want.region,
+        lvl,
+        decode.tap_cells(geo, tap)[lvl],
+        want.heads[lvl]["controller"],
+    ).numpy()
+
+
+def _logit_diff(out: dict, raw: host.TapMask, want, ref: np.ndarray) -> tuple[float, float] | None:
+    """(max |artifact logit - model logit|, max |model logit|) over the model's region inside the
+    artifact's window; None where they do not meet."""
+    y0, _, x0, _ = want.region
+    wy0, wy1, wx0, wx1 = host.clip_region(want.region, raw.window)
+    if wy1 <= wy0 or wx1 <= wx0:
+        return None
+    gy, gx = raw.window[0], raw.window[2]
+    mine = out["logits"][..., wy0 - gy : wy1 - gy, wx0 - gx : wx1 - gx]
+    theirs = ref[..., wy0 - y0 : wy1 - y0, wx0 - x0 : wx1 - x0]
+    return float(np.abs(mine - theirs).max()), float(np.abs(theirs).max())
+
+
+def _exact_tap(
+    path: Path, loaded: dict, cfg: ModelConfig, threads: int
+) -> tuple[fallback.ExactTap, str | None]:
+    """The host's exact tap for ``path`` and the name of its fallback artifact: a windowed
+    TraceNet artifact with the first of ``fallback.exact_candidates`` (dense-mask TraceNet, then
+    FullNet) that is among the artifacts verified or on disk."""
     window = fallback.window_cells(metadata.read(path))
-    exact = None
-    if window is not None:
-        full = fallback.partner(path)
-        exact = loaded.get(full)
-        if exact is None:
-            try:
-                exact = runners.load(full, threads)
-            except FileNotFoundError as e:
-                raise FileNotFoundError(
-                    f"{path.name} falls back to {full.name} where its mask window clips: {e}"
-                ) from e
-    return fallback.ExactTap(loaded[path], exact, cfg, window)
+    if window is None:
+        return fallback.ExactTap(loaded[path], None, cfg, None), None
+    candidates = fallback.exact_candidates(path)
+    for full in candidates:
+        if full in loaded:
+            return fallback.ExactTap(loaded[path], loaded[full], cfg, window), full.name
+    for full in candidates:
+        try:
+            return fallback.ExactTap(loaded[path], runners.load(full, threads), cfg, window), full.name
+        except FileNotFoundError:
+            continue
+    names = " or ".join(c.name for c in candidates)
+    raise FileNotFoundError(f"{path.name} falls back to {names} where its mask window clips: none found")
 
 
 def fallback_rates(
@@ -299,6 +328,10 @@ def _summary(rows: list[dict]) -> dict:
         "mean_iou_window": float(np.mean(raw)),
         "max_logit_diff": max(
             (r["max_logit_diff"] for r in rows if r["max_logit_diff"] is not None), default=None
+        ),
+        # the model's logit scale on the same cells: a diff is small only relative to it
+        "median_max_abs_logit": float(
+            np.median([r["max_abs_logit"] for r in rows if r["max_abs_logit"] is not None] or [np.nan])
         ),
         "rows": rows,
     }
