@@ -67,9 +67,7 @@ def prompt_fits(fi: host.FixedInput, cfg: ModelConfig, box, mask_window: int | N
     if box is None or mask_window is None:
         return True
     geo = fi.geo
-    x0, y0, x1, y1 = check_box(box, geo)
-    sy, sx = geo.scale
-    ry0, ry1, rx0, rx1 = decode.mask_region((x0 * sx, y0 * sy, x1 * sx, y1 * sy), cfg.margin, geo)
+    ry0, ry1, rx0, rx1 = decode.mask_region(geo.box_to_resized(check_box(box, geo)), cfg.margin, geo)
     return ry1 - ry0 <= mask_window and rx1 - rx0 <= mask_window
 
 

@@ -69,9 +69,7 @@ def tap_inputs(fi: FixedInput, click, box=None) -> dict[str, np.ndarray]:
     geo = fi.geo
     prompt = np.zeros(4, dtype=np.float32)
     if box is not None:
-        x0, y0, x1, y1 = check_box(box, geo)
-        sy, sx = geo.scale
-        prompt = np.array([x0 * sx, y0 * sy, x1 * sx, y1 * sy], dtype=np.float32)
+        prompt = np.array(geo.box_to_resized(check_box(box, geo)), dtype=np.float32)
     extent = np.array([-(-v // MASK_STRIDE) for v in geo.resized], dtype=np.int32)
     return {"image": fi.image, "cells": tap_cells(geo, click), "prompt": prompt, "extent": extent}
 
@@ -92,10 +90,8 @@ def clip_region(region, window) -> tuple[int, int, int, int]:
 def decode_outputs(out: dict[str, np.ndarray], geo: Geometry, cfg: ModelConfig, box=None) -> TapMask:
     """The tap's mask from an artifact's outputs (see ``tracenet.export.static``)."""
     level = LEVELS[int(np.asarray(out["level"]).reshape(-1)[0])]
-    sy, sx = geo.scale
     if box is not None:
-        x0, y0, x1, y1 = check_box(box, geo)
-        rbox = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+        rbox = geo.box_to_resized(check_box(box, geo))
     else:
         rbox = tuple(float(v) for v in np.asarray(out["box"]).reshape(4))
     region = decode.mask_region(rbox, cfg.margin, geo)

@@ -103,7 +103,7 @@ def window_cost(root: str | Path, cfg: ModelConfig, size: int, mask_window: int)
         geo = geometry((info["height"], info["width"]), fixed)
         sy, sx = geo.scale
         x, y, w, h = a["bbox"]
-        region = decode.mask_region((x * sx, y * sy, (x + w) * sx, (y + h) * sy), cfg.margin, geo)
+        region = decode.mask_region(geo.box_to_resized((x, y, x + w, y + h)), cfg.margin, geo)
         window = [window_start(*region[k : k + 2], mask_window, n) for k in (0, 2)]
         part = host.clip_region(
             region, (window[0], window[0] + mask_window, window[1], window[1] + mask_window)

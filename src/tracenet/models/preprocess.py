@@ -33,6 +33,11 @@ class Geometry:
         sy, sx = self.scale
         return (x + 0.5) * sx, (y + 0.5) * sy
 
+    def box_to_resized(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """A box (x0, y0, x1, y1) in input pixels, in resized pixels (edges scale as they are)."""
+        sy, sx = self.scale
+        return box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy
+
 
 def geometry(image_size: tuple[int, int], cfg: ModelConfig) -> Geometry:
     h, w = (int(v) for v in image_size)

@@ -204,9 +204,7 @@ class TraceNet(nn.Module):
         sy, sx = geo.scale
         region = None
         if given:
-            region = decode.mask_region(
-                (given[0] * sx, given[1] * sy, given[2] * sx, given[3] * sy), self.cfg.margin, geo
-            )
+            region = decode.mask_region(geo.box_to_resized(given), self.cfg.margin, geo)
         macs = 0
         if dense is not None:
             heads = decode.gather_heads(dense, cells, index)
