@@ -32,8 +32,7 @@ from tracenet.export.files import write_json, write_text
 
 def measure(path: Path, threads: int, runs: int, warmup: int) -> dict:
     """One artifact in this process: load + first call, then ``runs`` timed calls after ``warmup``."""
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    _check_counts(runs, warmup)
     meta = metadata.read(path)
     s = meta["input_size"][0]
     inputs = sample_inputs(s)
@@ -70,6 +69,11 @@ def measure(path: Path, threads: int, runs: int, warmup: int) -> dict:
     }
 
 
+def _check_counts(runs: int, warmup: int) -> None:
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+
+
 def sample_inputs(s: int) -> dict[str, np.ndarray]:
     """A centre tap, the predicted box, a square random image (latency does not depend on them)."""
     image = np.random.default_rng(0).standard_normal((1, 3, s, s), dtype=np.float32)
@@ -85,8 +89,7 @@ def measure_pair(trace: Path, threads: int, runs: int, warmup: int) -> dict:
     """A TraceNet artifact, its FullNet partner and, for a windowed TraceNet, the exact fallback
     the host uses (``fallback.exact_artifact``: the dense-mask TraceNet, else FullNet itself) in
     this process, their calls alternated (the order rotates every round)."""
-    if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    _check_counts(runs, warmup)
     full = fallback.partner(trace)
     meta = metadata.read(trace)
     exact = full if fallback.window_cells(meta) is None else fallback.exact_artifact(trace)
@@ -134,13 +137,14 @@ def profile_all(folder: str | Path, threads=(1, 2), runs: int = 20, warmup: int 
     rows = []
     for path in artifacts_in(folder):
         for n in threads:
-            args = ["--one", str(path), "--threads", str(n), "--runs", str(runs), "--warmup", str(warmup)]
-            rows.append(_child(args, f"{path.name} at {n} threads"))
+            rows.append(_child("--one", path, n, runs, warmup, f"{path.name} at {n} threads"))
     return rows
 
 
-def _child(args: list[str], what: str) -> dict:
-    cmd = [sys.executable, "-m", "tracenet.export.profile", *args]
+def _child(mode: str, path: Path, threads: int, runs: int, warmup: int, what: str) -> dict:
+    """Runs ``mode`` (``--one`` or ``--pair``) on ``path`` in a fresh interpreter; its JSON line."""
+    cmd = [sys.executable, "-m", "tracenet.export.profile", mode, str(path)]
+    cmd += ["--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"profiling {what} failed:\n{done.stderr[-2000:]}")
@@ -153,17 +157,8 @@ def profile_pairs(folder: str | Path, threads=(1, 2), runs: int = 20, warmup: in
     for path in artifacts_in(folder):
         if "_trace_" in path.name and fallback.partner(path).is_file():
             for n in threads:
-                args = [
-                    "--pair",
-                    str(path),
-                    "--threads",
-                    str(n),
-                    "--runs",
-                    str(runs),
-                    "--warmup",
-                    str(warmup),
-                ]
-                pairs.append(_child(args, f"{path.name} alternated with FullNet at {n} threads"))
+                what = f"{path.name} alternated with FullNet at {n} threads"
+                pairs.append(_child("--pair", path, n, runs, warmup, what))
     return pairs
 
 
