@@ -13,6 +13,7 @@ import torch
 from torch import fx
 
 from tracenet.rft.rules import Call
+from tracenet.rft.threads import running_schedule
 
 Narrow = tuple[tuple[int, int, int], ...]  # (dim, start, length) per sliced dim
 
@@ -59,9 +60,8 @@ def execute(
     """Computes every step in order into `env` (dropping values after their last use when
     `free` is given), then slices the targets out of it. Serial steps run with torch set to
     one thread (a process-wide setting, restored before returning)."""
-    threads = torch.get_num_threads()
-    current = threads
-    try:
+    with running_schedule() as threads:
+        current = threads
         for i, step in enumerate(steps):
             want = 1 if step.serial else threads
             if want != current:
@@ -73,7 +73,4 @@ def execute(
             if free is not None:
                 for p in free[i]:
                     del env[p]
-    finally:
-        if current != threads:
-            torch.set_num_threads(threads)
     return {key: take(env[node], narrow) for key, (node, narrow) in outputs.items()}

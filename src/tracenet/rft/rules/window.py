@@ -19,7 +19,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tracenet.rft.boxes import Box
+from tracenet.rft.rules import conv_kernel
 from tracenet.rft.rules.base import WHOLE, Call, Facts, Need, NoRule, Op, SDims, constant_args
+from tracenet.rft.threads import ambient_threads
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,8 @@ class Window(Op):
 
 
 class Conv(Window):
+    """A convolution on a crop, through the same kernel as the full forward (see conv_kernel)."""
+
     kind = "conv2d"
     fresh = True
 
@@ -190,12 +194,14 @@ class Conv(Window):
             k, s, d, p, g = m.kernel_size, m.stride, m.dilation, m.padding, m.groups
             mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
             self.params = lambda env: (m.weight, m.bias)
+            self.module, self.weight_shape = m, tuple(m.weight.shape)
         else:
             a = _bind(_conv_spec, node, facts)
             weight, bias = a["weight"], a["bias"]
             k, s, d, p, g = facts.shapes[weight][2:], a["stride"], a["dilation"], a["padding"], a["groups"]
             mode = "constant"
             self.params = lambda env: (env[weight], env[bias] if isinstance(bias, fx.Node) else bias)
+            self.module, self.weight_shape = None, tuple(facts.shapes[weight])
         k, s, d = _pair(k), _pair(s), _pair(d)
         extent = (d[0] * (k[0] - 1) + 1, d[1] * (k[1] - 1) + 1)
         if p == "valid":
@@ -204,15 +210,111 @@ class Conv(Window):
             p = ((extent[0] - 1) // 2, (extent[1] - 1) // 2)
         self._axes(extent, s, _pair(p), mode)
         self.stride, self.dilation, self.groups = s, d, g
+        # The convolution call the full forward makes: zero padding inside the kernel, or (other
+        # modes) the module's own padding of the input first, then none.
+        n, c, h, w = self.in_shape
+        (py, px) = _pair(p)
+        if mode == "constant":
+            self.call_shape, self.call_padding = self.in_shape, (py, px)
+        else:
+            self.call_shape, self.call_padding = (n, c, h + 2 * py, w + 2 * px), (0, 0)
+
+    def _width(self) -> int:
+        """The narrowest exact run (output columns), or conv_kernel.CANVAS. Where the full
+        forward runs the native kernel because the map is tiny (a few thousand values) a crop
+        runs it too, unpadded: its GEMM may round a few outputs differently (about 1e-7), a
+        price paid only at a network's tail or in a toy-sized one, where reproducing the whole
+        call would cost the whole layer on every tap."""
+        layer = self._layer()
+        if conv_kernel.tiny_native(self.call_shape, layer):
+            return 1
+        return conv_kernel.min_width(layer, self.call_shape, self.facts.hw(self.node))
+
+    def _layer(self) -> conv_kernel.Layer:
+        weight = self.module.weight if self.module is not None else None
+        return conv_kernel.Layer(
+            in_channels=self.in_shape[1],
+            weight_shape=self.weight_shape,  # type: ignore[arg-type]
+            stride=self.stride,
+            dilation=self.dilation,
+            padding=self.call_padding,
+            groups=self.groups,
+            channels_last=weight is not None
+            and weight.is_contiguous(memory_format=torch.channels_last)
+            and not weight.is_contiguous(),
+            onednn=conv_kernel.onednn_in_full(
+                self.call_shape,
+                self.weight_shape[2:],
+                self.stride != (1, 1),
+                self.dilation != (1, 1),
+                self.groups,
+                ambient_threads(),
+            ),
+        )
+
+    def macs(self, box: Box | None, full_macs: int) -> int:
+        width = self._width()
+        if box is None or full_macs == 0 or width == conv_kernel.CANVAS:
+            return full_macs
+        h, w = self.facts.hw(self.node)
+        return full_macs * (box[1] - box[0]) * max(box[3] - box[2], width) // (h * w)
+
+    def whole(self) -> Call:
+        if self.axes[0].mode != "constant":  # the module pads its input itself
+            return super().whole()
+        if not hasattr(self, "_whole"):
+            source, pad, apply = self.source, self.call_padding, self._convolver()
+            self._whole = lambda env: apply(env[source], env, pad)
+        return self._whole
 
     def applier(self, box: Box) -> Any:
-        s, d, g, params = self.stride, self.dilation, self.groups, self.params
+        """A crop narrower than the exact width runs padded with zeros on the right (each output
+        value reads only its own window; the extra columns are cut off). CANVAS: the padded
+        window is placed where it lies in the full call's input, zeros elsewhere, and the full
+        call is made, so every output keeps its place in the kernel's blocking."""
+        apply, width = self._convolver(), box[3] - box[2]
+        run = self._width()
+        if run == conv_kernel.CANVAS:
+            return self._canvas(box)
+        extra = (max(width, run) - width) * self.stride[1]
+        if not extra:
+            return lambda x, env: apply(x, env, (0, 0))
 
-        def apply(x: torch.Tensor, env: Mapping[fx.Node, Any]) -> torch.Tensor:
+        def padded(x: torch.Tensor, env: Mapping[fx.Node, Any]) -> torch.Tensor:
+            return _compact(apply(F.pad(x, (0, extra)), env, (0, 0))[..., :width])
+
+        return padded
+
+    def _canvas(self, box: Box) -> Any:
+        apply, shape, pad = self._convolver(), self.call_shape, self.call_padding
+        (ylo, _), (xlo, _) = self._windows(box)
+        # the window's first row and column in the call's input (which starts at -pad)
+        oy, ox = ylo + self.axes[0].before - pad[0], xlo + self.axes[1].before - pad[1]
+
+        def call(x: torch.Tensor, env: Mapping[fx.Node, Any]) -> torch.Tensor:
+            canvas = x.new_zeros(shape).contiguous(memory_format=conv_kernel.memory_format(x))
+            y0, x0 = max(oy, 0), max(ox, 0)
+            y1, x1 = min(oy + x.shape[2], shape[2]), min(ox + x.shape[3], shape[3])
+            if y1 > y0 and x1 > x0:  # else the window lies in the padding
+                canvas[..., y0:y1, x0:x1] = x[..., y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+            return _compact(apply(canvas, env, pad)[..., box[0] : box[1], box[2] : box[3]])
+
+        return call
+
+    def _convolver(self) -> Any:
+        s, d, g, params, shape = self.stride, self.dilation, self.groups, self.params, self.call_shape
+
+        def apply(x: torch.Tensor, env: Mapping[fx.Node, Any], padding: tuple[int, int]) -> torch.Tensor:
             weight, bias = params(env)
-            return F.conv2d(x, weight, bias, s, 0, d, g)
+            return conv_kernel.convolve(x, weight, bias, s, padding, d, g, shape)
 
         return apply
+
+
+def _compact(t: torch.Tensor) -> torch.Tensor:
+    """A sliced result made dense in its layout: pointwise kernels (batch norm) take another,
+    differently rounding path on views than on the full forward's dense maps."""
+    return t.contiguous(memory_format=conv_kernel.memory_format(t))
 
 
 class MaxPool(Window):

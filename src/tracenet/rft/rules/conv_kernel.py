@@ -1,0 +1,181 @@
+"""Which convolution kernel the full forward runs, so that a crop runs the same one.
+
+Exact means the crop adds the same products in the same order as the full forward. On the
+CPU, PyTorch picks oneDNN or its native im2col + GEMM kernel per call, from the input's size,
+the kernel and the thread count; inside, both libraries pick loops by the output's width.
+Measured (torch 2.14, AVX-512; tests/test_rft_conv_kernel.py): oneDNN sums a 3x3 convolution
+with 256-512 channels in another order for outputs up to 13 wide than for wider ones, one
+with 1-4 output channels up to 54 wide; GEMM does for up to 3 outputs. Float32 noise of 1e-6
+grows to 1e-4 at a deep network's heads. So a cropped convolution (1) calls the kernel the full
+forward called on the whole map (ATen's own rule, mirrored here), (2) is at least as wide as
+the narrowest run that matches the full map bit for bit (probed once per layer shape, see
+`min_width`; a narrower crop runs padded with zeros), and (3) where no width does (kernels
+that block across rows), runs on the whole input's shape with zeros outside the crop: the
+full forward's very call. Tiny maps the native kernel runs on are the exception (see
+rules.window.Conv._width).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils import flop_counter
+
+from tracenet.rft.threads import ambient_threads
+
+_NATIVE_MAX_NUMEL = 20480  # ATen: a single image up to this size skips oneDNN (small 3x3 kernels)
+
+
+def onednn_in_full(
+    in_shape: Sequence[int], kernel: Sequence[int], strided: bool, dilated: bool, groups: int, threads: int
+) -> bool:
+    """ATen's choice for a float32 CPU convolution of an input of `in_shape` (its use_mkldnn)."""
+    n = in_shape[0]
+    one_by_one = tuple(kernel) == (1, 1)
+    if not (strided or dilated or n >= 16 or not one_by_one or threads > 1):
+        return False  # 1x1 on one thread: the native GEMM is faster
+    big_kernel = kernel[0] > 3 and kernel[1] > 3
+    return groups > 1 or big_kernel or n > 1 or math.prod(in_shape) > _NATIVE_MAX_NUMEL
+
+
+def tiny_native(in_shape: Sequence[int], layer: Layer) -> bool:
+    """Whether the full forward runs the native kernel on this map because it is tiny."""
+    return not layer.onednn and math.prod(in_shape) <= _NATIVE_MAX_NUMEL
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A convolution's shape, as the kernel choice sees it."""
+
+    in_channels: int
+    weight_shape: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[int, int]
+    groups: int
+    channels_last: bool
+    onednn: bool  # the kernel ATen picks (see onednn_in_full)
+
+
+CANVAS = 0
+"""`min_width`'s answer where no crop is safe: run on the whole input's shape, zero outside the
+crop, so every output keeps its place in the kernel's blocking."""
+
+_PROBED: dict[tuple[Layer, tuple[int, int]], int] = {}
+
+
+def min_width(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int]) -> int:
+    """The narrowest run (output columns) of this layer whose values match the full map's bit
+    for bit on the CPU (a narrower crop runs padded with zeros to it), or CANVAS. Probed once
+    per layer and map size: the kernels' loops depend on both (oneDNN's on the output width,
+    and for few output channels on the whole map's size)."""
+    key = (layer, tuple(out_size))
+    if key not in _PROBED:
+        _PROBED[key] = _probe(layer, in_shape, out_size)
+    return _PROBED[key]
+
+
+def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int]) -> int:
+    """On random data, a strip of the map's full width: the narrowest padded run matching it at
+    the left border and mid-map, for one column and for a run that is all real, on single rows
+    and the whole strip (a binary search on single rows unless one column already matches);
+    checked on a few wider runs. CANVAS when even whole-width rows differ or the check fails."""
+    g = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if layer.channels_last else torch.contiguous_format
+    (ky, kx), (sy, sx), (dy, dx) = layer.weight_shape[2:], layer.stride, layer.dilation
+    px, (ey, ex) = layer.padding[1], (dy * (ky - 1) + 1, dx * (kx - 1) + 1)
+    strip, out_width = min(out_size[0], 2), out_size[1]
+    width = in_shape[3]
+    x = torch.randn(1, layer.in_channels, (strip - 1) * sy + ey, width, generator=g)
+    x = x.contiguous(memory_format=fmt)
+    weight = torch.randn(layer.weight_shape, generator=g).contiguous(memory_format=fmt)
+    shape = (in_shape[0], layer.in_channels, in_shape[2], width)
+
+    def conv(t: torch.Tensor, pad: int) -> torch.Tensor:
+        return convolve(t, weight, None, layer.stride, (0, pad), layer.dilation, layer.groups, shape)
+
+    def exact(run: int, strips: bool = True) -> bool:
+        for y0, h in {(0, 1), (strip - 1, 1), (0, strip)} if strips else {(0, 1)}:
+            rows = x[..., y0 * sy : (y0 + h - 1) * sy + ey, :]
+            for real in {1, run}:
+                for a in {0, (out_width - real) // 2}:
+                    lo, hi = a * sx - px, (a + real - 1) * sx - px + ex
+                    crop = rows[..., max(lo, 0) : min(hi, width)]
+                    crop = F.pad(crop, (max(-lo, 0), max(hi - width, 0) + (run - real) * sx))
+                    if not torch.equal(conv(crop, 0)[..., :real], full[..., y0 : y0 + h, a : a + real]):
+                        return False
+        return True
+
+    with torch.no_grad():
+        full = conv(x, px)
+        if not exact(out_width):
+            return CANVAS
+        if exact(1) and exact(max(out_width // 2, 1)):
+            return 1  # most layers: any crop
+        lo, hi = 1, out_width
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if exact(mid, strips=False) else (mid + 1, hi)
+        if all(exact(w) for w in {lo, lo + 1, 2 * lo, (lo + out_width) // 2} if w < out_width):
+            return lo
+    return CANVAS
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and t.shape[1] > 1 and t.stride(1) == 1 and not t.is_contiguous()
+
+
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    """The layout a (possibly sliced) tensor's strides follow."""
+    return torch.channels_last if _channels_last(t) else torch.contiguous_format
+
+
+def convolve(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    full_in_shape: Sequence[int],
+) -> torch.Tensor:
+    """F.conv2d on `x`, through the kernel the full forward used on `full_in_shape`."""
+    if (
+        x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or weight.dtype != torch.float32
+        or not torch.backends.mkldnn.is_available()
+        or not torch.backends.mkldnn.enabled
+    ):
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    fmt = torch.channels_last if _channels_last(x) or _channels_last(weight) else torch.contiguous_format
+    x, weight = x.contiguous(memory_format=fmt), weight.contiguous(memory_format=fmt)
+    kernel = weight.shape[2:]
+    strided, dilated = stride != (1, 1), dilation != (1, 1)
+    if onednn_in_full(full_in_shape, kernel, strided, dilated, groups, ambient_threads()):
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, padding, stride, dilation, groups)
+    if groups == 1 and not dilated:  # ATen's native kernel, which a larger crop would not get
+        return torch._C._nn.thnn_conv2d(x, weight, kernel, bias, stride, padding)
+    return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+
+def _register_macs() -> None:
+    """FlopCounterMode counts aten.convolution, but not the oneDNN op called directly, and its
+    formula for the native op reads that op's arguments wrongly (a TypeError): give it both,
+    so MACs measured around a plan's run include the convolutions it runs this way."""
+    aten = torch.ops.aten
+
+    def macs(x_shape, w_shape, *_, out_shape, **__) -> int:
+        return flop_counter.conv_flop_count(x_shape, w_shape, out_shape)
+
+    formula = flop_counter.shape_wrapper(macs)
+    for op in (aten.mkldnn_convolution, aten._slow_conv2d_forward):
+        flop_counter.flop_registry[op] = formula
+
+
+_register_macs()
