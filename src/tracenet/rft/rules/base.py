@@ -68,6 +68,9 @@ _OUT_OF_PLACE = {
 }
 
 
+_IN_PLACE = {v: k for k, v in _OUT_OF_PLACE.items()}
+
+
 def _module(facts: Facts, node: fx.Node) -> torch.nn.Module:
     module = facts.gm.get_submodule(node.target)
     if getattr(module, "inplace", False):
@@ -134,8 +137,24 @@ def writes_in_place(node: fx.Node, facts: Facts) -> bool:
     return False
 
 
+def may_overwrite(node: fx.Node, facts: Facts) -> bool:
+    """Whether the node's op can write its result into its first argument with the same values:
+    the model's own in-place op, or an out-of-place arithmetic operator (fx records `out +=
+    identity` on a traced tensor as `add`) whose result has the first argument's shape and dtype."""
+    first = node.args[0] if node.args else None
+    if not isinstance(first, fx.Node) or facts.shapes.get(first) != facts.shapes.get(node):
+        return False
+    if writes_in_place(node, facts):
+        return True
+    return (
+        node.op == "call_function"
+        and node.target in _IN_PLACE
+        and facts.dtypes.get(first) == facts.dtypes.get(node)
+    )
+
+
 def in_place_call(node: fx.Node, facts: Facts) -> Call:
-    """The node's op as the model wrote it, overwriting its first argument. The planner uses it
+    """The node's op overwriting its first argument (see may_overwrite). The planner uses it
     only where that argument is a fresh tensor nothing else reads, stores or shares."""
     fn: Callable[..., Any]
     if node.op == "call_module":
@@ -144,7 +163,7 @@ def in_place_call(node: fx.Node, facts: Facts) -> Call:
         name = str(node.target)
         fn = lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)  # noqa: E731
     else:
-        fn = node.target
+        fn = _IN_PLACE.get(node.target, node.target)
     return _calling(fn, *constant_args(node, facts, in_place=True))
 
 

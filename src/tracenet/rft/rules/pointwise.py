@@ -21,7 +21,7 @@ from tracenet.rft.rules.base import (
     SDims,
     constant_args,
     in_place_call,
-    writes_in_place,
+    may_overwrite,
 )
 
 _MODULES = (
@@ -91,12 +91,7 @@ class Pointwise(Op):
             self.fresh = type(facts.gm.get_submodule(node.target)) in _FRESH_MODULES
         else:
             self.fresh = node.op == "call_function" and node.target in _FRESH_FUNCTIONS
-        first = node.args[0] if node.args else None
-        self._overwrites = (
-            isinstance(first, fx.Node)
-            and facts.shapes.get(first) == self.out_shape
-            and writes_in_place(node, facts)
-        )
+        self._overwrites = may_overwrite(node, facts)
 
     def in_place(self) -> Call | None:
         if not self._overwrites:
