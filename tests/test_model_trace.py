@@ -144,3 +144,12 @@ def test_trace_equals_full_on_coco_images(coco_mini):
                 n += 1
     assert n >= 50
     assert worst_diff <= 1e-4 and worst_iou >= 0.999
+
+
+def test_benchmark_reports_exactness_over_timed_and_border_taps(coco_mini):
+    from tracenet.models.benchmark import bench
+
+    r = bench("resnet18", coco_mini, 1, min_size=160, max_size=256, fpn_channels=32)
+    assert r["exact_taps"] == r["taps"] + 5  # the instance taps and the image's border taps
+    assert r["worst_head_diff"] <= 1e-4 and r["min_mask_iou"] >= 0.999
+    assert 0 < r["macs_ratio"] < 1

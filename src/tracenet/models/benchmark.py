@@ -8,6 +8,9 @@ Taps are pixels inside COCO val instances (area > 500) with ``box`` = the instan
 the mask region is fixed by the data, not by random weights. Each tap runs full then trace,
 interleaved, so CPU contention hits both alike. MACs: one multiply-add = 1 (the paper's
 "FLOPs"). "2nd tap" is the second instance tapped in one session (the region cache kept).
+Exactness (trace vs full, untimed extras included): every timed tap plus, per image, the four
+corners and a bottom-border pixel tapped in that session; worst relative head difference
+(|trace - full| / max(|full|, 1), as the model issue defines it) and minimum mask IoU.
 Weights are random (BatchNorm statistics randomized); the cost does not depend on them.
 Each row names its torch thread count and the 1-minute load average at its start and end
 (wall-clock ratios on a shared machine move with the load).
@@ -69,9 +72,31 @@ def randomized(backbone: str, **options):
     return randomize_batchnorm(model, torch.Generator().manual_seed(0)).eval()
 
 
+def head_diff(trace, full) -> float:
+    """The model issue's measure: max over levels and outputs of |trace - full| / max(|full|, 1)."""
+    return max(
+        ((trace.heads[lvl][k] - v).abs().max() / v.abs().max().clamp(min=1.0)).item()
+        for lvl, heads in full.heads.items()
+        for k, v in heads.items()
+    )
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return 1.0 if union == 0 else float((a & b).sum() / union)
+
+
+def border_taps(image: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """The four corners and a random pixel of the bottom row: taps whose crops cross the border."""
+    h, w = image.shape[:2]
+    return [(0, 0), (w - 1, h - 1), (w - 1, 0), (0, h - 1), (int(rng.integers(w)), h - 1)]
+
+
 def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
     model = randomized(backbone, **options)
     rows = {"full_macs": [], "trace_macs": [], "second_macs": [], "full_s": [], "trace_s": []}
+    diffs, ious = [], []
+    rng = np.random.default_rng(1)
     for image, taps in instance_taps(data, n_images):
         for tap, box in taps:
             t0 = time.perf_counter()
@@ -82,10 +107,21 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
             rows["trace_s"].append(time.perf_counter() - t0)
             rows["full_macs"].append(full.macs)
             rows["trace_macs"].append(trace.macs)
+            diffs.append(head_diff(trace, full))
+            ious.append(mask_iou(trace.mask, full.mask))
         if len(taps) >= 2:
             with model.session(image) as s:
                 s.segment(taps[0][0], box=taps[0][1])
                 second = s.segment(taps[1][0], box=taps[1][1])
+                # exactness only (untimed): border taps in the same session, against one dense forward
+                edges = border_taps(image, rng)
+                fulls = model.decode(
+                    model.dense(model.prepare(image).tensor), edges, image_size=image.shape[:2]
+                )
+                for tap, full_edge in zip(edges, fulls, strict=True):
+                    trace_edge = s.segment(tap)
+                    diffs.append(head_diff(trace_edge, full_edge))
+                    ious.append(mask_iou(trace_edge.mask, full_edge.mask))
             rows["second_macs"].append(second.macs / full.macs)  # full: the same (last) tap
     full_g = statistics.mean(rows["full_macs"]) / 1e9
     trace_g = statistics.mean(rows["trace_macs"]) / 1e9
@@ -103,6 +139,9 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
         "wall_ratio": round(
             statistics.median(t / f for t, f in zip(rows["trace_s"], rows["full_s"], strict=True)), 3
         ),
+        "exact_taps": len(diffs),
+        "worst_head_diff": float(f"{max(diffs):.1e}"),
+        "min_mask_iou": round(min(ious), 4),
     }
 
 
@@ -128,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_grad_enabled(False)
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
     for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "2nd tap/full",
-                "full s (median)", "trace s (median)", "wall trace/full", "threads", "load"):  # fmt: skip
+                "full s (median)", "trace s (median)", "wall trace/full", "exactness taps",
+                "worst head diff", "min mask IoU", "threads", "load"):  # fmt: skip
         table.add_column(col, justify="right")
     default = torch.get_num_threads()
     try:
@@ -143,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                 table.add_row(*(str(v) for v in r.values()))
     finally:
         torch.set_num_threads(default)
-    Console(width=180).print(table)
+    Console(width=230).print(table)
 
 
 if __name__ == "__main__":
