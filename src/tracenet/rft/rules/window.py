@@ -253,10 +253,12 @@ class Conv(Window):
         )
 
     def macs(self, box: Box | None, full_macs: int) -> int:
-        width = self._width()
-        if box is None or full_macs == 0 or width == conv_kernel.CANVAS:
-            return full_macs
         h, w = self.facts.hw(self.node)
+        if box is None or full_macs == 0 or box == (0, h, 0, w):
+            return full_macs  # the whole map: the full call, nothing to probe
+        width = self._width()
+        if width == conv_kernel.CANVAS:
+            return full_macs
         return full_macs * (box[1] - box[0]) * max(box[3] - box[2], width) // (h * w)
 
     def whole(self) -> Call:
