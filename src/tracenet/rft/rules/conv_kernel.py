@@ -2,13 +2,13 @@
 
 Exact means the crop adds the same products in the same order as the full forward. On the
 CPU, PyTorch picks oneDNN or its native im2col + GEMM kernel per call, from the input's size,
-the kernel and the thread count; inside, both libraries pick loops by the output's width.
+the kernel and the thread count; inside, both libraries pick loops by the output's shape.
 Measured (torch 2.14, AVX-512; tests/test_rft_conv_kernel.py): oneDNN sums a 3x3 convolution
 with 256-512 channels in another order for outputs up to 13 wide than for wider ones, one
 with 1-4 output channels up to 54 wide; GEMM does for up to 3 outputs. Float32 noise of 1e-6
 grows to 1e-4 at a deep network's heads. So a cropped convolution (1) calls the kernel the full
 forward called on the whole map (ATen's own rule, mirrored here), (2) is at least as wide as
-the narrowest run that matches the full map bit for bit (probed once per layer shape, see
+the narrowest run that matches the full map bit for bit (probed once per layer and map size, see
 `min_width`; a narrower crop runs padded with zeros), and (3) where no width does (kernels
 that block across rows), runs on the whole input's shape with zeros outside the crop: the
 full forward's very call. Tiny maps the native kernel runs on are the exception (see
