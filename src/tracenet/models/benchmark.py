@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracenet.metrics.ablation import head_diff
+from tracenet.metrics.taps import mask_iou
 from tracenet.rft.verify import randomize_batchnorm
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
@@ -72,20 +74,6 @@ def randomized(backbone: str, **options):
     return randomize_batchnorm(model, torch.Generator().manual_seed(0)).eval()
 
 
-def head_diff(trace, full) -> float:
-    """The model issue's measure: max over levels and outputs of |trace - full| / max(|full|, 1)."""
-    return max(
-        ((trace.heads[lvl][k] - v).abs().max() / v.abs().max().clamp(min=1.0)).item()
-        for lvl, heads in full.heads.items()
-        for k, v in heads.items()
-    )
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return 1.0 if union == 0 else float((a & b).sum() / union)
-
-
 def border_taps(image: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
     """The four corners and a random pixel of the bottom row: taps whose crops cross the border."""
     h, w = image.shape[:2]
@@ -107,7 +95,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
             rows["trace_s"].append(time.perf_counter() - t0)
             rows["full_macs"].append(full.macs)
             rows["trace_macs"].append(trace.macs)
-            diffs.append(head_diff(trace, full))
+            diffs.append(head_diff(full.heads, trace.heads))
             ious.append(mask_iou(trace.mask, full.mask))
         if len(taps) >= 2:
             with model.session(image) as s:
@@ -120,7 +108,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
                 )
                 for tap, full_edge in zip(edges, fulls, strict=True):
                     trace_edge = s.segment(tap)
-                    diffs.append(head_diff(trace_edge, full_edge))
+                    diffs.append(head_diff(full_edge.heads, trace_edge.heads))
                     ious.append(mask_iou(trace_edge.mask, full_edge.mask))
             rows["second_macs"].append(second.macs / full.macs)  # full: the same (last) tap
     full_g = statistics.mean(rows["full_macs"]) / 1e9
