@@ -70,7 +70,9 @@ def test_trace_equals_full_at_corners_borders_and_inside(model, image, click):
     assert head_diff(trace, full) <= 1e-4
     assert trace.level == full.level and trace.region == full.region
     assert iou(trace.mask, full.mask) >= 0.999
-    assert trace.macs < full.macs
+    # At 160 px every map is small enough for PyTorch's native kernel, which no crop matches
+    # bit for bit: trace computes them whole (rules/window.py), so no fewer MACs than full here.
+    assert trace.macs <= full.macs
 
 
 def test_masks_are_not_vacuous(model, image):

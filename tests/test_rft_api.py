@@ -150,16 +150,31 @@ def test_region_cache_reuses_covering_slices_and_counts_only_new_work(model: Pyr
 
 
 def test_region_cache_keeps_the_larger_slice(model: Pyramid) -> None:
-    x = torch.randn(SHAPE)
+    shape = (1, 3, 181, 245)  # maps large enough to crop (tiny ones are computed whole for a cache)
+    x = torch.randn(shape)
     cache = RegionCache()
-    trace(model, SHAPE, {"p2": (0, 20, 0, 20)}).run(x, cache=cache)
-    head = next(n for n in capture(model, SHAPE).order if n.name == "head")
+    trace(model, shape, {"p2": (0, 20, 0, 20)}).run(x, cache=cache)
+    head = next(n for n in capture(model, shape).order if n.name == "head")
     big = cache.slices[head][0]
-    trace(model, SHAPE, {"p2": (21, 22, 21, 22)}).run(x, cache=cache)  # smaller, disjoint
+    trace(model, shape, {"p2": (21, 22, 21, 22)}).run(x, cache=cache)  # smaller, disjoint
     assert cache.slices[head][0] == big
-    out = trace(model, SHAPE, {"p2": (0, 22, 0, 22)}).run(x, cache=cache)
+    out = trace(model, shape, {"p2": (0, 22, 0, 22)}).run(x, cache=cache)
     assert cache.slices[head][0] == (0, 22, 0, 22)
     assert rel_diff(out["p2"], model(x)["p2"][..., :22, :22]) <= 1e-4
+
+
+def test_a_cache_gets_tiny_maps_whole(model: Pyramid) -> None:
+    """On maps PyTorch convolves with its native GEMM (a few thousand values), no crop rounds
+    as the whole map does: a session computes them whole, once, and later taps reuse them."""
+    x = torch.randn(SHAPE)
+    cache = RegionCache()
+    first = trace(model, SHAPE, {"p2": (3, 5, 3, 5)})
+    out = first.run(x, cache=cache)
+    head = next(n for n in capture(model, SHAPE).order if n.name == "head")
+    assert cache.slices[head][0] == (0, 23, 0, 31) and first.regions["head"] == (3, 5, 3, 5)
+    assert torch.equal(out["p2"], model(x)["p2"][..., 3:5, 3:5])
+    trace(model, SHAPE, {"p2": (20, 22, 25, 27)}).run(x, cache=cache)
+    assert cache.last_macs == 0
 
 
 def test_region_cache_refuses_another_image(model: Pyramid) -> None:

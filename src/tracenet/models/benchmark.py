@@ -104,7 +104,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
                 # exactness only (untimed): border taps in the same session, against one dense forward
                 edges = border_taps(image, rng)
                 fulls = model.decode(
-                    model.dense(model.prepare(image).tensor), edges, image_size=image.shape[:2]
+                    model.inference_net()(model.prepare(image).tensor), edges, image_size=image.shape[:2]
                 )
                 for tap, full_edge in zip(edges, fulls, strict=True):
                     trace_edge = s.segment(tap)
@@ -152,7 +152,6 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    torch.set_grad_enabled(False)
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
     for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "2nd tap/full",
                 "full s (median)", "trace s (median)", "wall trace/full", "exactness taps",
@@ -160,15 +159,18 @@ def main(argv: list[str] | None = None) -> None:
         table.add_column(col, justify="right")
     default = torch.get_num_threads()
     try:
-        for backbone in args.backbones:
-            for threads in args.threads or [default]:
-                torch.set_num_threads(threads)
-                load = os.getloadavg()[0]
-                r = bench(backbone, args.data, args.images, min_size=args.min_size, max_size=args.max_size)
-                r["threads"], r["load"] = threads, f"{load:.1f}-{os.getloadavg()[0]:.1f}"
-                if args.json:
-                    print(json.dumps(r), flush=True)
-                table.add_row(*(str(v) for v in r.values()))
+        with torch.no_grad():
+            for backbone in args.backbones:
+                for threads in args.threads or [default]:
+                    torch.set_num_threads(threads)
+                    load = os.getloadavg()[0]
+                    r = bench(
+                        backbone, args.data, args.images, min_size=args.min_size, max_size=args.max_size
+                    )
+                    r["threads"], r["load"] = threads, f"{load:.1f}-{os.getloadavg()[0]:.1f}"
+                    if args.json:
+                        print(json.dumps(r), flush=True)
+                    table.add_row(*(str(v) for v in r.values()))
     finally:
         torch.set_num_threads(default)
     Console(width=230).print(table)

@@ -20,6 +20,7 @@ from tracenet.models import checkpoint, decode
 from tracenet.models.config import ModelConfig
 from tracenet.models.dense import DenseNet
 from tracenet.models.dynamic_head import MACS_PER_PIXEL
+from tracenet.models.fold import fold_batchnorm, weights_key
 from tracenet.models.losses import check_targets, compute_losses, semantic_loss
 from tracenet.models.preprocess import (
     Geometry,
@@ -50,6 +51,7 @@ class TraceNet(nn.Module):
         self.semantic_head = nn.Conv2d(cfg.mask_feat_channels, 1, 1) if cfg.semantic_loss_weight > 0 else None
         self._full_macs: dict[tuple[int, ...], int] = {}
         self._channels_last = False
+        self._folded: tuple[tuple, nn.Module] | None = None  # (weights_key, net): not a submodule
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -112,14 +114,24 @@ class TraceNet(nn.Module):
                 self._dense_counted(torch.zeros(shape, device=next(self.parameters()).device))
         return self._full_macs[shape]
 
+    def inference_net(self) -> nn.Module:
+        """The dense network as both modes run it: eval mode, BatchNorm folded into the
+        convolutions (models/fold.py). Built again whenever a weight or statistic changes."""
+        self._check_eval()
+        key = (next(self.parameters()).device, self._channels_last, weights_key(self.dense))
+        if self._folded is None or self._folded[0] != key:
+            self._folded = None  # free the stale copy first
+            self._folded = (key, fold_batchnorm(self.dense))
+        return self._folded[1]
+
     def _dense_counted(self, x: Tensor) -> dict[str, Tensor]:
-        """The dense forward, counting its MACs the first time a shape is seen (FlopCounterMode
-        reports 2 per MAC) during the real forward rather than in an extra one."""
-        shape = tuple(x.shape)
+        """The inference net's forward, counting its MACs the first time a shape is seen
+        (FlopCounterMode reports 2 per MAC) during the real forward rather than in an extra one."""
+        shape, net = tuple(x.shape), self.inference_net()
         if shape in self._full_macs:
-            return self.dense(x)
+            return net(x)
         with FlopCounterMode(display=False) as fc:
-            out = self.dense(x)
+            out = net(x)
         self._full_macs[shape] = fc.get_total_flops() // 2
         return out
 

@@ -24,6 +24,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from tracenet.rft.rules import Facts, Fallback, Op, bind, pointwise
+from tracenet.rft.rules.conv_kernel import memory_format
 
 _CAPTURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], Capture]] = (
     weakref.WeakKeyDictionary()
@@ -86,7 +87,7 @@ class Capture:
     full_macs: dict[fx.Node, int]
     outputs: dict[Hashable, fx.Node]
     source: fx.Node
-    plans: OrderedDict = field(default_factory=OrderedDict)  # memo: targets -> TracePlan
+    plans: OrderedDict = field(default_factory=OrderedDict)  # memo: (threads, targets) -> TracePlan
     output_nodes: frozenset[fx.Node] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -248,8 +249,9 @@ class _Reparametrized(nn.Module):
 def _propagate(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> tuple[Facts, dict[fx.Node, int]]:
     """Shapes, constants and MACs per node: on meta tensors (fast), or on fake tensors when an
     op cannot run on meta (e.g. it mixes the input with a real tensor it creates)."""
+    channels_last = any(memory_format(p) == torch.channels_last for p in gm.parameters())
     if not _reads_device(gm):
-        facts = Facts(gm)
+        facts = Facts(gm, channels_last=channels_last)
         prop = _Propagate(gm, facts)
         tensors = {
             **dict(gm.named_parameters(remove_duplicate=False)),
@@ -263,7 +265,7 @@ def _propagate(gm: fx.GraphModule, input_shape: tuple[int, ...]) -> tuple[Facts,
             return facts, prop.macs
         except Exception:  # e.g. a tensor the graph creates on the CPU meets a meta one
             pass
-    facts = Facts(gm)
+    facts = Facts(gm, channels_last=channels_last)
     prop = _Propagate(gm, facts)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
         prop.run(mode.from_tensor(torch.empty(input_shape)))

@@ -18,6 +18,7 @@ from tracenet.rft.boxes import Box, area, check_box, full_box, union
 from tracenet.rft.cache import RegionCache
 from tracenet.rft.capture import Capture, capture
 from tracenet.rft.executor import Narrow, Step, execute, last_uses
+from tracenet.rft.rules.conv_kernel import NATIVE_MAX_NUMEL
 from tracenet.rft.rules import Need
 
 _MEMO_SIZE = 256
@@ -62,7 +63,11 @@ def _target_need(cap: Capture, key: Hashable, box: Box) -> Need:
     return Need((nd - 2, nd - 1), box)
 
 
-def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache | None = None) -> Schedule:
+def schedule(
+    cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache | None = None, keep: bool = False
+) -> Schedule:
+    """The steps computing `targets` (skipping what `cache` covers); with `keep`, which of the
+    computed values a RegionCache should hold for later runs."""
     f, ops = cap.facts, cap.ops
     req: dict[fx.Node, Box | None] = {}
     needs: dict[fx.Node, dict[fx.Node, Need]] = {}
@@ -97,6 +102,8 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
         needs[n] = ops[n].needs(req[n])
         for p, need in needs[n].items():
             require(p, need)
+    if keep:
+        _widen_small_maps(cap, req, needs, hits)
     have = dict(req)  # what each value covers: the input is held whole
     have[cap.source] = full_box(*cap.input_shape[2:])
     whole = {n for n in have if _is_whole(cap, n, have[n])}
@@ -105,7 +112,9 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
         if n not in needs or n is cap.source:
             continue
         cost = ops[n].macs(req[n], cap.full_macs[n])
-        serial = cost < SERIAL_MACS and _elements(cap, n, req[n]) < SERIAL_ELEMENTS
+        serial = (
+            cost < SERIAL_MACS and _elements(cap, n, req[n]) < SERIAL_ELEMENTS and not ops[n].thread_bound()
+        )
         if n in whole and all(p in whole for p in needs[n]):
             # The whole output from whole inputs: the node's own op, exactly as in the full
             # forward (native padding, no copies of nearly whole crops).
@@ -123,17 +132,44 @@ def schedule(cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache |
         for key, box in targets.items()
     }
     computed = {step.node for step in steps}
-    store = {n for n in computed if _worth_storing(cap, n, computed, whole)}
-    _in_place(cap, steps, store)
+    overwritten = _in_place(cap, steps)
+    store = set()
+    if keep:
+        store = {n for n in computed - overwritten if _worth_storing(cap, n, computed, whole)}
     return Schedule(steps, req, hits, outputs, macs, store)
 
 
-def _in_place(cap: Capture, steps: list[Step], store: set[fx.Node]) -> None:
+def _widen_small_maps(
+    cap: Capture,
+    req: dict[fx.Node, Box | None],
+    needs: dict[fx.Node, dict[fx.Node, Need]],
+    hits: set[fx.Node],
+) -> None:
+    """For a cache: a node computed from whole inputs is computed whole where that costs next
+    to nothing more: a convolution run on a whole-map canvas (rules.window.Conv._width; tiny maps) costs
+    its whole map anyway, and any op on a small map (at most conv_kernel.NATIVE_MAX_NUMEL
+    values) is cheap. A session's cache then holds it whole for every later tap."""
+    whole = {cap.source} | {n for n, box in req.items() if _is_whole(cap, n, box)}
+    for n in cap.order:
+        if n not in needs or n in hits or n in whole or not all(p in whole for p in needs[n]):
+            continue
+        full_macs = cap.full_macs[n]
+        free = full_macs > 0 and cap.ops[n].macs(req[n], full_macs) >= full_macs
+        if free or _elements(cap, n, None) <= NATIVE_MAX_NUMEL:
+            req[n] = full_box(*cap.facts.hw(n))
+            needs[n] = cap.ops[n].needs(req[n])
+            whole.add(n)
+
+
+def _in_place(cap: Capture, steps: list[Step]) -> set[fx.Node]:
     """Where the model overwrites a tensor (ReLU(inplace=True), x += y), so does the step, if
     that tensor is fresh (made by an earlier step of this run: no cached slice, input, constant
-    or view of one), read by nothing else, and neither stored nor an output. The full forward
-    saves those copies the same way."""
+    or view of one), read by nothing else and not an output. The full forward saves those
+    copies the same way. Returns the overwritten values: a cache never holds them (a later
+    run needing more of one needs more of its only reader, which a stored slice of the
+    overwritten value could not give either), and big crops then skip an allocation each."""
     fresh: set[fx.Node] = set()
+    overwritten: set[fx.Node] = set()
     for i, step in enumerate(steps):
         n, op = step.node, cap.ops[step.node]
         call = op.in_place()
@@ -144,14 +180,15 @@ def _in_place(cap: Capture, steps: list[Step], store: set[fx.Node]) -> None:
                 and p in fresh
                 and not narrow
                 and len(p.users) == 1
-                and p not in store
                 and p not in cap.output_nodes
             ):
                 steps[i] = replace(step, call=call)
                 fresh.add(n)
+                overwritten.add(p)
                 continue
         if op.fresh:
             fresh.add(n)
+    return overwritten
 
 
 def _shapes(cap: Capture, n: fx.Node) -> list[tuple[int, ...]]:
@@ -213,9 +250,10 @@ class TracePlan:
         self.capture, self.targets = cap, targets
         self.input_shape = cap.input_shape
         self._schedule = schedule(cap, targets)
-        outputs = {node for node, _ in self._schedule.outputs.values()}
-        self._free = last_uses(self._schedule.steps, outputs)
-        self._free_storing = last_uses(self._schedule.steps, outputs | self._schedule.store)
+        self._free = last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
+        self._first_cached: tuple[Schedule, list[tuple[fx.Node, ...]]] | None = (
+            None  # the steps for an empty cache
+        )
         self.macs = self._schedule.macs
         self.full_macs = cap.total_macs
         f, regions = cap.facts, self._schedule.regions
@@ -273,11 +311,13 @@ class TracePlan:
         if cache is None:
             return execute(self._schedule.steps, {src: x}, self._schedule.outputs, self._free)
         cache.bind_input(x)
-        if len(cache):
-            sched = schedule(self.capture, self.targets, cache)
+        if len(cache) or self._first_cached is None:
+            sched = schedule(self.capture, self.targets, cache, keep=True)
             free = last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
-        else:  # nothing to reuse: the plan's own schedule
-            sched, free = self._schedule, self._free_storing
+            if not len(cache):  # an empty cache gives the same steps every time
+                self._first_cached = sched, free
+        else:
+            sched, free = self._first_cached
         env: dict[fx.Node, Any] = {n: cache.value(n) for n in sched.hits}
         env[src] = x
         out = execute(sched.steps, env, sched.outputs, free)
@@ -330,7 +370,7 @@ def trace(
         raise ValueError(f"{type(model).__name__} is in training mode; call model.eval() before trace()")
     cap = capture(model, shape)
     boxes = _check_targets(cap, targets)
-    key = frozenset(boxes.items())
+    key = (torch.get_num_threads(), frozenset(boxes.items()))  # kernels depend on the thread count
     plan = cap.plans.get(key)
     if plan is None:
         plan = cap.plans[key] = TracePlan(cap, boxes)

@@ -111,11 +111,8 @@ def load_engine(checkpoint: str | Path | None = None, default: Path = DEFAULT_CH
     A checkpoint that was asked for but is missing is an error (a typo must not silently
     serve random weights); only the default falls back, so the demo always starts.
     """
-    import torch
-
     from tracenet import TraceNet
 
-    torch.set_grad_enabled(False)
     if checkpoint is not None:
         path = Path(checkpoint)
         if not path.is_file():

@@ -30,8 +30,8 @@ def tap_regions(model: Any, model_session: Any, click: tuple[int, int], result: 
     shape = tuple(prep.tensor.shape)
     cells = decode.tap_cells(prep.geo, check_click(click, prep.geo))
     plans = [
-        trace(model.dense, input_shape=shape, targets=decode.head_targets(cells)),
-        trace(model.dense, input_shape=shape, targets={"mask_feats": result.region}),
+        trace(model.inference_net(), input_shape=shape, targets=decode.head_targets(cells)),
+        trace(model.inference_net(), input_shape=shape, targets={"mask_feats": result.region}),
     ]
     stages: dict[tuple[str, int], dict[str, Any]] = {}
     for plan in plans:

@@ -46,6 +46,7 @@ class Facts:
     dtypes: dict[fx.Node, torch.dtype] = field(default_factory=dict)
     consts: dict[fx.Node, Any] = field(default_factory=dict)  # non-tensor nodes: their full-graph values
     sdims: dict[fx.Node, SDims | None] = field(default_factory=dict)
+    channels_last: bool = False  # some 4-d weight is laid out NHWC: the activations then are too
 
     def is_data(self, node: fx.Node) -> bool:
         """A tensor (or tuple of tensors) computed at run time, as opposed to a constant."""
@@ -195,6 +196,11 @@ class Op:
     def in_place(self) -> Call | None:
         """A call overwriting the first input, where the model's op does so; else None."""
         return None
+
+    def thread_bound(self) -> bool:
+        """Whether the op's float rounding depends on the thread count (a GEMM splitting its
+        sums across threads): the executor then never runs it on one thread as a small step."""
+        return False
 
     def whole(self) -> Call:
         """The node's own op on whole inputs: its whole output, as the full forward computes it."""

@@ -27,7 +27,7 @@ from torch.utils import flop_counter
 
 from tracenet.rft.threads import ambient_threads
 
-_NATIVE_MAX_NUMEL = 20480  # ATen: a single image up to this size skips oneDNN (small 3x3 kernels)
+NATIVE_MAX_NUMEL = 20480  # ATen: a single image up to this size skips oneDNN (small 3x3 kernels)
 
 
 def onednn_in_full(
@@ -39,12 +39,12 @@ def onednn_in_full(
     if not (strided or dilated or n >= 16 or not one_by_one or threads > 1):
         return False  # 1x1 on one thread: the native GEMM is faster
     big_kernel = kernel[0] > 3 and kernel[1] > 3
-    return groups > 1 or big_kernel or n > 1 or math.prod(in_shape) > _NATIVE_MAX_NUMEL
+    return groups > 1 or big_kernel or n > 1 or math.prod(in_shape) > NATIVE_MAX_NUMEL
 
 
 def tiny_native(in_shape: Sequence[int], layer: Layer) -> bool:
     """Whether the full forward runs the native kernel on this map because it is tiny."""
-    return not layer.onednn and math.prod(in_shape) <= _NATIVE_MAX_NUMEL
+    return not layer.onednn and math.prod(in_shape) <= NATIVE_MAX_NUMEL
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,9 @@ def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int]) -> 
     fmt = torch.channels_last if layer.channels_last else torch.contiguous_format
     (ky, kx), (sy, sx), (dy, dx) = layer.weight_shape[2:], layer.stride, layer.dilation
     px, (ey, ex) = layer.padding[1], (dy * (ky - 1) + 1, dx * (kx - 1) + 1)
-    strip, out_width = min(out_size[0], 2), out_size[1]
+    # oneDNN's loops follow the output's width; the native GEMM's blocking the whole map's pixel
+    # count (N), so its probe runs on every row.
+    strip, out_width = (min(out_size[0], 2) if layer.onednn else out_size[0]), out_size[1]
     width = in_shape[3]
     x = torch.randn(1, layer.in_channels, (strip - 1) * sy + ey, width, generator=g)
     x = x.contiguous(memory_format=fmt)

@@ -220,15 +220,20 @@ class Conv(Window):
             self.call_shape, self.call_padding = (n, c, h + 2 * py, w + 2 * px), (0, 0)
 
     def _width(self) -> int:
-        """The narrowest exact run (output columns), or conv_kernel.CANVAS. Where the full
-        forward runs the native kernel because the map is tiny (a few thousand values) a crop
-        runs it too, unpadded: its GEMM may round a few outputs differently (about 1e-7), a
-        price paid only at a network's tail or in a toy-sized one, where reproducing the whole
-        call would cost the whole layer on every tap."""
+        """The narrowest exact run (output columns), or conv_kernel.CANVAS. A map so small that
+        the full forward runs ATen's native kernel (a few thousand values: P7 at 800×1333,
+        every map of a toy model) always runs on a canvas: that GEMM rounds an output
+        differently with the number of outputs it computes, so no crop matches it, and the
+        whole map is cheap. (The planner computes such a map whole when its inputs are whole.)"""
         layer = self._layer()
         if conv_kernel.tiny_native(self.call_shape, layer):
-            return 1
+            return conv_kernel.CANVAS
         return conv_kernel.min_width(layer, self.call_shape, self.facts.hw(self.node))
+
+    def thread_bound(self) -> bool:
+        """ATen's native kernel (im2col + GEMM) splits a 3×3 convolution's sums differently on
+        one thread than on two (measured on AVX-512 Xeons); oneDNN's convolutions do not."""
+        return not self._layer().onednn
 
     def _layer(self) -> conv_kernel.Layer:
         weight = self.module.weight if self.module is not None else None
@@ -239,9 +244,13 @@ class Conv(Window):
             dilation=self.dilation,
             padding=self.call_padding,
             groups=self.groups,
+            # the layout the full forward convolves in: a k×k weight's, and for a 1×1 weight
+            # (whose strides are the same in both) the model's: NHWC weights make NHWC activations
             channels_last=weight is not None
-            and weight.is_contiguous(memory_format=torch.channels_last)
-            and not weight.is_contiguous(),
+            and (
+                conv_kernel.memory_format(weight) == torch.channels_last
+                or (self.weight_shape[2:] == (1, 1) and self.facts.channels_last)
+            ),
             onednn=conv_kernel.onednn_in_full(
                 self.call_shape,
                 self.weight_shape[2:],
