@@ -18,8 +18,8 @@ from tracenet.rft.boxes import Box, area, check_box, full_box, union
 from tracenet.rft.cache import RegionCache
 from tracenet.rft.capture import Capture, capture
 from tracenet.rft.executor import Narrow, Step, execute, last_uses
-from tracenet.rft.rules.conv_kernel import NATIVE_MAX_NUMEL
 from tracenet.rft.rules import Need
+from tracenet.rft.rules.conv_kernel import NATIVE_MAX_NUMEL
 
 _MEMO_SIZE = 256
 # A step below both runs on one thread (about a millisecond of work on one core): for a crop
