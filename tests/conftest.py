@@ -14,6 +14,8 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+# Every run probes convolution widths afresh and leaves nothing in ~/.cache (width_store.py).
+os.environ.setdefault("TRACENET_CACHE_DIR", "off")
 
 
 def _shared(name: str) -> Path:

@@ -4,6 +4,8 @@ few output channels), on one thread and several, and MACs stay counted."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -112,3 +114,96 @@ def test_kernel_choice_mirrors_aten(in_shape, kernel, strided, threads, onednn) 
     assert torch.equal(ours, aten)
     if torch.equal(other, aten):  # CPU-dependent: all of these differ on AMD EPYC, not all on Xeons
         pytest.skip("both kernels round alike here on this CPU: the choice cannot be told apart")
+
+
+class TinyTail(nn.Module):
+    """Maps under ATen's 20480-value bound: the full forward convolves them with its native
+    GEMM, whose sums split differently with the thread count and the number of outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(256, 256, 3, padding=1)
+        self.b = nn.Conv2d(256, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_tiny_maps_run_the_full_forwards_call_at_its_thread_count() -> None:
+    torch.manual_seed(0)
+    model = TinyTail().eval().to(memory_format=torch.channels_last)
+    shape = (1, 256, 7, 10)  # P7 at 800x1216
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last) * 4
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            full = model(x)
+            for box in [(0, 1, 0, 1), (2, 5, 3, 8), (6, 7, 9, 10)]:
+                plan = trace(model, shape, {0: box})
+                convs = [s for s in plan._schedule.steps if s.node.name in ("a", "b")]
+                assert convs and not any(s.serial for s in convs)  # never dropped to one thread
+                assert plan.macs == plan.full_macs  # whole-map canvases, counted as such
+                assert torch.equal(plan.run(x)[0], full[..., box[0] : box[1], box[2] : box[3]])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_new_map_size_confirms_the_width_found_at_another(monkeypatch) -> None:
+    layer = conv_kernel.Layer(256, (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True)
+    calls = []
+    real = conv_kernel.convolve
+    monkeypatch.setattr(conv_kernel, "convolve", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(conv_kernel, "_PROBED", {})
+    monkeypatch.setattr(conv_kernel, "_FOUND", {})
+    conv_kernel.min_width(layer, (1, 256, 50, 76), (50, 76))
+    calls.clear()
+    hinted = conv_kernel.min_width(layer, (1, 256, 50, 68), (50, 68))
+    hinted_calls = len(calls)
+    assert conv_kernel.min_width(layer, (1, 256, 9, 68), (9, 68)) == hinted  # same width: no probe
+    assert len(calls) == hinted_calls
+    conv_kernel._FOUND.clear()
+    calls.clear()
+    assert conv_kernel._probe(layer, (1, 256, 50, 68), (50, 68)) == hinted  # as a fresh probe finds
+    assert hinted_calls < len(calls)
+
+
+def test_probed_widths_are_kept_on_disk_for_later_processes(monkeypatch, tmp_path) -> None:
+    from tracenet.rft.rules import width_store
+
+    layer = conv_kernel.Layer(256, (64, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True)
+    calls = []
+    real = conv_kernel.convolve
+    monkeypatch.setattr(conv_kernel, "convolve", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setenv(width_store.ENV, str(tmp_path))
+
+    def fresh_process() -> int:
+        monkeypatch.setattr(conv_kernel, "_PROBED", {})
+        monkeypatch.setattr(conv_kernel, "_FOUND", {})
+        monkeypatch.setattr(conv_kernel, "_STORE", width_store.WidthStore())
+        calls.clear()
+        return conv_kernel.min_width(layer, (1, 256, 20, 40), (20, 40))
+
+    width = fresh_process()
+    assert calls and len(list(tmp_path.glob("conv-widths-*.json"))) == 1
+    assert fresh_process() == width and not calls  # read back: no probe
+    next(tmp_path.glob("conv-widths-*.json")).write_text("{not json")
+    assert fresh_process() == width and calls  # a damaged file only costs the probe again
+    assert fresh_process() == width and not calls  # ...and was replaced
+    monkeypatch.setenv(width_store.ENV, "off")
+    assert fresh_process() == width and calls
+
+
+def test_an_unwritable_width_store_warns_once_and_keeps_working(monkeypatch, tmp_path) -> None:
+    from tracenet.rft.rules import width_store
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv(width_store.ENV, str(blocker / "sub"))  # a folder inside a file
+    store = width_store.WidthStore()
+    with pytest.warns(UserWarning, match="TRACENET_CACHE_DIR"):
+        store.put("a", 3)
+    with warnings.catch_warnings(record=True) as later:
+        warnings.simplefilter("always")
+        store.put("b", 1)
+    assert later == [] and store.get("a") == 3 and store.get("b") == 1

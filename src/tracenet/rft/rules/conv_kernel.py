@@ -3,16 +3,17 @@
 Exact means the crop adds the same products in the same order as the full forward. On the
 CPU, PyTorch picks oneDNN or its native im2col + GEMM kernel per call, from the input's size,
 the kernel and the thread count; inside, both libraries pick loops by the output's shape.
-Measured (torch 2.14, AVX-512; tests/test_rft_conv_kernel.py): oneDNN sums a 3x3 convolution
-with 256-512 channels in another order for outputs up to 13 wide than for wider ones, one
-with 1-4 output channels up to 54 wide; GEMM does for up to 3 outputs. Float32 noise of 1e-6
-grows to 1e-4 at a deep network's heads. So a cropped convolution (1) calls the kernel the full
-forward called on the whole map (ATen's own rule, mirrored here), (2) is at least as wide as
-the narrowest run that matches the full map bit for bit (probed once per layer and map size, see
-`min_width`; a narrower crop runs padded with zeros), and (3) where no width does (kernels
-that block across rows), runs on the whole input's shape with zeros outside the crop: the
-full forward's very call. Tiny maps the native kernel runs on are the exception (see
-rules.window.Conv._width).
+Measured (torch 2.14; tests/test_rft_conv_kernel.py): on an AMD EPYC, oneDNN sums a 3x3
+convolution with 256-512 channels in another order for outputs up to 13 wide than for wider
+ones, one with 1-4 output channels up to 54 wide; on an AVX-512 Xeon, GEMM sums a 1x1 one of
+fewer than 16 pixels otherwise, and with 1 thread otherwise than with 2. Float32 noise of 1e-7
+grows to 1e-4 at a deep network's heads. So a cropped convolution (1) calls the kernel the
+full forward called on the whole map (ATen's own rule, mirrored here) in the same memory layout, (2) is at least as wide as the narrowest
+run that matches the full map bit for bit (probed once per layer and map width, see
+`min_width`; a narrower crop runs padded with zeros), and (3) where no width does (kernels that
+block across rows; the native GEMM on tiny maps, whose rounding follows its output count), runs
+on the whole input's shape with zeros outside the crop: the full forward's very call. Native
+convolutions also run at the full forward's thread count (rules.window.Conv.thread_bound).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils import flop_counter
 
+from tracenet.rft.rules.width_store import WidthStore, store_key
 from tracenet.rft.threads import ambient_threads
 
 NATIVE_MAX_NUMEL = 20480  # ATen: a single image up to this size skips oneDNN (small 3x3 kernels)
@@ -65,32 +67,45 @@ CANVAS = 0
 """`min_width`'s answer where no crop is safe: run on the whole input's shape, zero outside the
 crop, so every output keeps its place in the kernel's blocking."""
 
-_PROBED: dict[tuple[Layer, tuple[int, int]], int] = {}
+_PROBED: dict[tuple[Layer, int, int, int], int] = {}
+_FOUND: dict[Layer, int] = {}  # the latest answer per layer, at whatever map size
+_STORE = WidthStore()
 
 
 def min_width(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int]) -> int:
     """The narrowest run (output columns) of this layer whose values match the full map's bit
     for bit on the CPU (a narrower crop runs padded with zeros to it), or CANVAS. Probed once
-    per layer and map size: the kernels' loops depend on both (oneDNN's on the output width,
-    and for few output channels on the whole map's size)."""
-    key = (layer, tuple(out_size))
+    per layer and map width (oneDNN's loops follow the output's width; the native GEMM's, the
+    map's pixel count, so there the height counts too). At a new size the answer found at
+    another one is tried first: confirmed by a few runs, it saves most of a probe's. Answers
+    are kept on disk for later processes on the same machine and build (width_store.py)."""
+    key = (layer, _probe_rows(layer, out_size), in_shape[3], out_size[1])
     if key not in _PROBED:
-        _PROBED[key] = _probe(layer, in_shape, out_size)
+        stored = _STORE.get(store_key(*key))  # probed by an earlier process on this machine
+        if stored is None:
+            stored = _probe(layer, in_shape, out_size, _FOUND.get(layer))
+            _STORE.put(store_key(*key), stored)
+        _PROBED[key] = _FOUND[layer] = stored
     return _PROBED[key]
 
 
-def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int]) -> int:
+def _probe_rows(layer: Layer, out_size: tuple[int, int]) -> int:
+    """Output rows a probe computes: two for oneDNN (rows run alike), all for the native GEMM."""
+    return min(out_size[0], 2) if layer.onednn else out_size[0]
+
+
+def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int], hint: int | None = None) -> int:
     """On random data, a strip of the map's full width: the narrowest padded run matching it at
     the left border and mid-map, for one column and for a run that is all real, on single rows
     and the whole strip (a binary search on single rows unless one column already matches);
-    checked on a few wider runs. CANVAS when even whole-width rows differ or the check fails."""
+    checked on a few wider runs. CANVAS when even whole-width rows differ or the check fails.
+    A `hint` (the answer at another map size) is kept if single rows confirm it and a run
+    halfway to the full width."""
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if layer.channels_last else torch.contiguous_format
     (ky, kx), (sy, sx), (dy, dx) = layer.weight_shape[2:], layer.stride, layer.dilation
     px, (ey, ex) = layer.padding[1], (dy * (ky - 1) + 1, dx * (kx - 1) + 1)
-    # oneDNN's loops follow the output's width; the native GEMM's blocking the whole map's pixel
-    # count (N), so its probe runs on every row.
-    strip, out_width = (min(out_size[0], 2) if layer.onednn else out_size[0]), out_size[1]
+    strip, out_width = _probe_rows(layer, out_size), out_size[1]
     width = in_shape[3]
     x = torch.randn(1, layer.in_channels, (strip - 1) * sy + ey, width, generator=g)
     x = x.contiguous(memory_format=fmt)
@@ -114,6 +129,8 @@ def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int]) -> 
 
     with torch.no_grad():
         full = conv(x, px)
+        if hint and hint < out_width and all(exact(w, strips=False) for w in (hint, (hint + out_width) // 2)):
+            return hint
         if not exact(out_width):
             return CANVAS
         if exact(1) and exact(max(out_width // 2, 1)):
