@@ -1,19 +1,20 @@
 """Which convolution kernel the full forward runs, so that a crop runs the same one.
 
-Exact means the crop adds the same products in the same order as the full forward. On the
-CPU, PyTorch picks oneDNN or its native im2col + GEMM kernel per call, from the input's size,
-the kernel and the thread count; inside, both libraries pick loops by the output's shape.
-Measured (torch 2.14; tests/test_rft_conv_kernel.py): on an AMD EPYC, oneDNN sums a 3x3
-convolution with 256-512 channels in another order for outputs up to 13 wide than for wider
-ones, one with 1-4 output channels up to 54 wide; on an AVX-512 Xeon, GEMM sums a 1x1 one of
-fewer than 16 pixels otherwise, and with 1 thread otherwise than with 2. Float32 noise of 1e-7
-grows to 1e-4 at a deep network's heads. So a cropped convolution (1) calls the kernel the
-full forward called on the whole map (ATen's own rule, mirrored here) in the same memory layout, (2) is at least as wide as the narrowest
-run that matches the full map bit for bit (probed once per layer and map width, see
-`min_width`; a narrower crop runs padded with zeros), and (3) where no width does (kernels that
-block across rows; the native GEMM on tiny maps, whose rounding follows its output count), runs
-on the whole input's shape with zeros outside the crop: the full forward's very call. Native
-convolutions also run at the full forward's thread count (rules.window.Conv.thread_bound).
+Exact means the crop adds the same products in the same order as the full forward. On the CPU,
+PyTorch picks oneDNN or its native im2col + GEMM kernel per call, from the input's size, the
+kernel and the thread count; inside, both libraries pick loops by the output's shape. Measured
+(torch 2.14; tests/test_rft_conv_kernel.py): on an AMD EPYC, oneDNN sums a 3x3 convolution with
+256-512 channels in another order for outputs up to 13 wide than for wider ones, one with 1-4
+output channels up to 54 wide; on an AVX-512 Xeon, GEMM sums a 1x1 one of fewer than 16 pixels
+otherwise, and with 1 thread otherwise than with 2. Float32 noise of 1e-7 grows to 1e-4 at a
+deep network's heads. So a cropped convolution (1) calls the kernel the full forward called on
+the whole map (ATen's own rule, mirrored here) in the same memory layout, (2) is at least as
+wide as the narrowest run that matches the full map bit for bit (probed once per layer and map
+width, see `min_width`; a narrower crop runs padded with zeros), and (3) where no width does
+(kernels that block across rows; the native GEMM on tiny maps, whose rounding follows its
+output count), runs on the whole input's shape with zeros outside the crop: the full forward's
+very call. Native convolutions also run at the full forward's thread count
+(rules.window.Conv.thread_bound).
 """
 
 from __future__ import annotations
