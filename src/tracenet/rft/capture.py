@@ -10,7 +10,6 @@ spatial dims of each tensor, and the node's region rule.
 
 from __future__ import annotations
 
-import operator
 import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
@@ -18,12 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
-from tracenet.rft.rules import Facts, Fallback, Op, bind, pointwise
+from tracenet.rft.rules import Facts, Fallback, Op, bind
 from tracenet.rft.rules.conv_kernel import memory_format
 
 _CAPTURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], Capture]] = (
@@ -31,14 +30,6 @@ _CAPTURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], Capt
 )
 _GRAPHS: weakref.WeakKeyDictionary[torch.nn.Module, fx.GraphModule] = weakref.WeakKeyDictionary()
 
-# Ops FlopCounterMode counts nothing for (it counts matmul-, conv- and attention-like aten ops;
-# these decompose into none). Propagating them outside the counter skips its decomposition of
-# e.g. batch_norm into Python prims, the bulk of a capture's time.
-_NO_MACS_MODULES = {
-    *pointwise._MODULES, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm, nn.LayerNorm,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
-    nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d, nn.Flatten,
-}  # fmt: skip
 _BN_DIMS = {nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}
 _SAME_SHAPE_MODULES = {
     *_BN_DIMS, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid,
@@ -47,15 +38,6 @@ _SAME_SHAPE_MODULES = {
 # Values that differ between meta and real tensors: a graph reading them is propagated on fake
 # tensors, whose device is the real one.
 _DEVICE_ATTRS = {"device", "is_cpu", "is_cuda", "is_meta", "get_device"}
-_NO_MACS_FUNCTIONS = {
-    *pointwise._FUNCTIONS, operator.getitem, getattr, F.interpolate, F.max_pool2d, F.avg_pool2d,
-    F.adaptive_avg_pool2d, F.adaptive_max_pool2d, F.pad, F.batch_norm, F.layer_norm, F.group_norm,
-    torch.cat, torch.stack, torch.flatten, torch.reshape, torch.permute, torch.transpose,
-}  # fmt: skip
-_NO_MACS_METHODS = {
-    *pointwise._METHODS, "size", "dim", "view", "reshape", "flatten", "permute", "transpose",
-    "squeeze", "unsqueeze", "chunk", "split", "mean", "sum", "amax", "amin",
-}  # fmt: skip
 
 
 class Source(Op):
@@ -187,7 +169,7 @@ class _Propagate(fx.Interpreter):
 
     def __init__(self, gm: fx.GraphModule, facts: Facts) -> None:
         super().__init__(gm)
-        self.facts, self.macs = facts, {}
+        self.facts, self.macs, self.counter = facts, {}, _MacCounter()
 
     def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
         # On meta tensors, unary same-shape modules need no kernel: their meta kernels (e.g.
@@ -196,14 +178,14 @@ class _Propagate(fx.Interpreter):
             return torch.empty_like(args[0])
         return super().call_module(target, args, kwargs)
 
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        with self.counter:
+            return super().run(*args, **kwargs)
+
     def run_node(self, n: fx.Node) -> Any:
-        if _counts_nothing(self.module, n):
-            value = super().run_node(n)
-            self.macs[n] = 0
-        else:
-            with FlopCounterMode(display=False) as counter:
-                value = super().run_node(n)
-            self.macs[n] = counter.get_total_flops() // 2
+        self.counter.macs = 0
+        value = super().run_node(n)
+        self.macs[n] = self.counter.macs
         f = self.facts
         if isinstance(value, torch.Tensor):
             f.shapes[n], f.dtypes[n] = tuple(value.shape), value.dtype
@@ -225,14 +207,22 @@ def _keeps_meta_shape(m: nn.Module, args: tuple, kwargs: dict) -> bool:
     return True
 
 
-def _counts_nothing(gm: fx.GraphModule, n: fx.Node) -> bool:
-    if n.op in ("placeholder", "get_attr", "output"):
-        return True
-    if n.op == "call_module":  # exact types: a subclass may compute more
-        return type(gm.get_submodule(str(n.target))) in _NO_MACS_MODULES
-    if n.op == "call_method":
-        return n.target in _NO_MACS_METHODS
-    return n.target in _NO_MACS_FUNCTIONS
+class _MacCounter(TorchDispatchMode):
+    """FlopCounterMode's formulas (its registry, so the same MACs: FLOPs / 2) without its
+    per-context bookkeeping, which cost the capture 0.3 ms per convolution: entered once for
+    the whole propagation and read per node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.macs = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.macs += formula(*args, **kwargs, out_val=out) // 2
+        return out
 
 
 class _Reparametrized(nn.Module):
