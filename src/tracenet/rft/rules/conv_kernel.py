@@ -134,7 +134,7 @@ def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int], hin
             return hint
         if not exact(out_width):
             return CANVAS
-        if exact(1) and exact(max(out_width // 2, 1)):
+        if exact(1) and exact(max(out_width // 2, 1), strips=False):  # rows: checked just above
             return 1  # most layers: any crop
         lo, hi = 1, out_width
         while lo < hi:
