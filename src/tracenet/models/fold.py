@@ -16,6 +16,8 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from tracenet.rft.rules.conv_kernel import memory_format
+
 
 def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
     """An eval-mode copy of `module` as an fx graph where every BatchNorm2d that only reads a
@@ -42,7 +44,7 @@ def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
             continue
         conv = modules[conv_node.target]
         folded = fuse_conv_bn_eval(conv, modules[bn_node.target])
-        layout = torch.channels_last if _channels_last(conv.weight) else torch.contiguous_format
+        layout = memory_format(conv.weight)
         folded.weight = nn.Parameter(folded.weight.detach().contiguous(memory_format=layout), False)
         gm.add_submodule(str(bn_node.target), folded)  # the BatchNorm's place, now a convolution
         bn_node.args = conv_node.args
@@ -52,10 +54,6 @@ def fold_batchnorm(module: nn.Module) -> fx.GraphModule:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm.eval()
-
-
-def _channels_last(t: torch.Tensor) -> bool:
-    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def weights_key(module: nn.Module) -> tuple[tuple[int, int], ...]:

@@ -251,9 +251,8 @@ class TracePlan:
         self.input_shape = cap.input_shape
         self._schedule = schedule(cap, targets)
         self._free = last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
-        self._first_cached: tuple[Schedule, list[tuple[fx.Node, ...]]] | None = (
-            None  # the steps for an empty cache
-        )
+        # the steps a run with an empty cache takes: the same every time
+        self._first_cached: tuple[Schedule, list[tuple[fx.Node, ...]]] | None = None
         self.macs = self._schedule.macs
         self.full_macs = cap.total_macs
         f, regions = cap.facts, self._schedule.regions
