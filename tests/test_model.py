@@ -176,6 +176,9 @@ def test_bad_options_are_named():
         TraceNet.build(backbone="resnet18", fpn_chanels=64)
     with pytest.raises(ValueError, match="backbone"):
         ModelConfig(backbone="vgg16")
+    for bad in (0.0, 1.2):
+        with pytest.raises(ValueError, match="whole_from must be a fraction"):
+            ModelConfig(whole_from=bad)
 
 
 def test_checkpoint_round_trip(model, image, tmp_path):

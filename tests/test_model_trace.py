@@ -75,6 +75,22 @@ def test_trace_equals_full_at_corners_borders_and_inside(model, image, click):
     assert trace.macs <= full.macs
 
 
+def test_whole_from_only_trades_macs():
+    """Computing nearly whole maps whole (default: from 0.8 of a map) changes what trace mode
+    costs, never what it returns. At 320 px the P3 and P4 maps are large enough to crop."""
+    image = (np.random.default_rng(1).random((240, 340, 3)) * 255).astype(np.uint8)
+    size = {"min_size": 320, "max_size": 480}
+    loose, tight = random_model(whole_from=0.1, **size), random_model(whole_from=1.0, **size)
+    costs = []
+    for click in [(0, 0), (170, 120), (330, 60)]:
+        full = tight.segment(image, click=click, mode="full")
+        a, b = loose.segment(image, click=click), tight.segment(image, click=click)
+        assert head_diff(a, full) == head_diff(b, full) == 0
+        assert np.array_equal(a.mask, full.mask) and np.array_equal(b.mask, full.mask)
+        costs.append((b.macs, a.macs, full.macs))
+    assert all(b <= a <= f for b, a, f in costs) and any(b < a for b, a, _ in costs)
+
+
 def test_masks_are_not_vacuous(model, image):
     areas = [model.segment(image, click=c, mode="full").mask.mean() for c in TAPS]
     assert sum(0 < a < 0.9 for a in areas) >= 3, areas  # the IoU checks above compare real masks

@@ -177,6 +177,23 @@ def test_a_cache_gets_tiny_maps_whole(model: Pyramid) -> None:
     assert cache.last_macs == 0
 
 
+def test_whole_from_computes_nearly_whole_maps_whole_with_the_same_result(model: Pyramid) -> None:
+    """A region covering at least `whole_from` of its map is computed whole (no crop copies,
+    no kernel probes); smaller regions stay crops. Exact either way."""
+    x = torch.randn(SHAPE)
+    box = (0, 21, 0, 29)  # of p2's 23 x 31: 86% of the map
+    tight, loose = trace(model, SHAPE, {"p2": box}), trace(model, SHAPE, {"p2": box}, whole_from=0.8)
+    assert tight.regions["head"] == box and loose.regions["head"] == (0, 23, 0, 31)
+    assert loose.input_region == (0, 45, 0, 61) != tight.input_region  # and upstream of it
+    assert torch.equal(loose.run(x)["p2"], tight.run(x)["p2"])
+    assert trace(model, SHAPE, {"p2": box}, whole_from=0.9).regions["head"] == box
+    small = trace(model, SHAPE, {"p2": (3, 5, 3, 5)}, whole_from=0.8)
+    assert small.regions["head"] == (3, 5, 3, 5)
+    for bad in (0, 1.5, -0.1, True, "0.8"):
+        with pytest.raises(ValueError, match="whole_from must be a fraction"):
+            trace(model, SHAPE, {"p2": box}, whole_from=bad)  # type: ignore[arg-type]
+
+
 def test_region_cache_refuses_another_image(model: Pyramid) -> None:
     cache = RegionCache()
     plan = trace(model, SHAPE, {"p4": (0, 1, 0, 1)})

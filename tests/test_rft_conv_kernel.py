@@ -207,3 +207,11 @@ def test_an_unwritable_width_store_warns_once_and_keeps_working(monkeypatch, tmp
         warnings.simplefilter("always")
         store.put("b", 1)
     assert later == [] and store.get("a") == 3 and store.get("b") == 1
+
+
+def test_probe_noise_comes_in_disjoint_slices_of_one_pool() -> None:
+    w, x = conv_kernel._noise((4, 3, 3, 3), (1, 3, 5, 7))
+    assert w.shape == (4, 3, 3, 3) and x.shape == (1, 3, 5, 7)
+    assert w.data_ptr() + w.numel() * w.element_size() <= x.data_ptr()  # x starts after w ends
+    again, _ = conv_kernel._noise((4, 3, 3, 3), (1,))
+    assert torch.equal(again, w) and w.std() > 0.5  # the same generic values every call

@@ -32,7 +32,12 @@ class Session:
 
         if self.cache is None:
             raise RuntimeError("this session is closed: open a new one with model.session(image)")
-        plan = trace(self.model.inference_net(), input_shape=tuple(self.prep.tensor.shape), targets=targets)
+        plan = trace(
+            self.model.inference_net(),
+            input_shape=tuple(self.prep.tensor.shape),
+            targets=targets,
+            whole_from=self.model.cfg.whole_from,
+        )
         out = plan.run(self.prep.tensor, cache=self.cache)
         return out, int(self.cache.last_macs)
 

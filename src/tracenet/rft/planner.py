@@ -22,9 +22,10 @@ from tracenet.rft.rules import Need
 from tracenet.rft.rules.conv_kernel import NATIVE_MAX_NUMEL
 
 _MEMO_SIZE = 256
-# A step below both runs on one thread (about a millisecond of work on one core): for a crop
-# of a few cells an OpenMP fork/join costs more than the work, and far more on shared cores.
-SERIAL_MACS = 1 << 27
+# A step below both runs on one thread (about 0.1 ms of work on one core): for a crop of a few
+# cells an OpenMP fork/join costs more than the work, and far more on shared cores. (At 1 << 27
+# the heads' 10-70M-MAC crops at a tap ran serially too: 33 ms on one core, 22 ms on two.)
+SERIAL_MACS = 1 << 23
 SERIAL_ELEMENTS = 1 << 18
 
 
@@ -64,10 +65,15 @@ def _target_need(cap: Capture, key: Hashable, box: Box) -> Need:
 
 
 def schedule(
-    cap: Capture, targets: Mapping[Hashable, Box], cache: RegionCache | None = None, keep: bool = False
+    cap: Capture,
+    targets: Mapping[Hashable, Box],
+    cache: RegionCache | None = None,
+    keep: bool = False,
+    whole_from: float = 1.0,
 ) -> Schedule:
     """The steps computing `targets` (skipping what `cache` covers); with `keep`, which of the
-    computed values a RegionCache should hold for later runs."""
+    computed values a RegionCache should hold for later runs. A node whose region covers at
+    least `whole_from` of its map is computed whole (see trace)."""
     f, ops = cap.facts, cap.ops
     req: dict[fx.Node, Box | None] = {}
     needs: dict[fx.Node, dict[fx.Node, Need]] = {}
@@ -97,8 +103,8 @@ def schedule(
                 req[n] = have  # type: ignore[assignment]
                 hits.add(n)
                 continue
-        if not ops[n].exact_crop and req[n] is not None:
-            req[n] = full_box(*f.hw(n))  # a fallback computes its whole output
+        if req[n] is not None and (not ops[n].exact_crop or _covers(cap, n, req[n], whole_from)):
+            req[n] = full_box(*f.hw(n))  # a fallback computes its whole output; so may a big crop
         needs[n] = ops[n].needs(req[n])
         for p, need in needs[n].items():
             require(p, need)
@@ -215,6 +221,12 @@ def _elements(cap: Capture, n: fx.Node, box: Box | None) -> int:
     return total * area(box) // area(whole)
 
 
+def _covers(cap: Capture, n: fx.Node, box: Box, fraction: float) -> bool:
+    """Whether `box` covers at least `fraction` (< 1) of the node's map."""
+    whole = _map_box(cap, n) if fraction < 1 else None
+    return whole is not None and area(box) >= fraction * area(whole)
+
+
 def _is_whole(cap: Capture, n: fx.Node, box: Box | None) -> bool:
     return box is None or box == _map_box(cap, n) or _map_box(cap, n) is None
 
@@ -246,10 +258,10 @@ class NodeRegion:
 class TracePlan:
     """What to compute, where, for some target boxes of one model at one input shape."""
 
-    def __init__(self, cap: Capture, targets: dict[Hashable, Box]) -> None:
-        self.capture, self.targets = cap, targets
+    def __init__(self, cap: Capture, targets: dict[Hashable, Box], whole_from: float = 1.0) -> None:
+        self.capture, self.targets, self.whole_from = cap, targets, whole_from
         self.input_shape = cap.input_shape
-        self._schedule = schedule(cap, targets)
+        self._schedule = schedule(cap, targets, whole_from=whole_from)
         self._free = last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
         # the steps a run with an empty cache takes: the same every time
         self._first_cached: tuple[Schedule, list[tuple[fx.Node, ...]]] | None = None
@@ -311,7 +323,7 @@ class TracePlan:
             return execute(self._schedule.steps, {src: x}, self._schedule.outputs, self._free)
         cache.bind_input(x)
         if len(cache) or self._first_cached is None:
-            sched = schedule(self.capture, self.targets, cache, keep=True)
+            sched = schedule(self.capture, self.targets, cache, keep=True, whole_from=self.whole_from)
             free = last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
             if not len(cache):  # an empty cache gives the same steps every time
                 self._first_cached = sched, free
@@ -359,20 +371,30 @@ def _check_shape(input_shape: object) -> tuple[int, int, int, int]:
 
 
 def trace(
-    model: torch.nn.Module, input_shape: tuple[int, int, int, int], targets: Mapping[Hashable, Box]
+    model: torch.nn.Module,
+    input_shape: tuple[int, int, int, int],
+    targets: Mapping[Hashable, Box],
+    whole_from: float = 1.0,
 ) -> TracePlan:
-    """Plan exact cropped inference of `model` for `targets` (boxes on its outputs)."""
+    """Plan exact cropped inference of `model` for `targets` (boxes on its outputs).
+
+    `whole_from` < 1 trades MACs for wall-clock time: a node whose region covers at least that
+    fraction of its map is computed whole, with the full forward's own call. Cropping it would
+    save little arithmetic but costs copies of the crop and, the first time a layer is cropped
+    at a map size, kernel probes (rules/conv_kernel.py). The result stays exact either way."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"trace expects an nn.Module, got {type(model).__name__}")
+    if not isinstance(whole_from, (int, float)) or isinstance(whole_from, bool) or not 0 < whole_from <= 1:
+        raise ValueError(f"whole_from must be a fraction in (0, 1], got {whole_from!r}")
     shape = _check_shape(input_shape)
     if model.training:
         raise ValueError(f"{type(model).__name__} is in training mode; call model.eval() before trace()")
     cap = capture(model, shape)
     boxes = _check_targets(cap, targets)
-    key = (torch.get_num_threads(), frozenset(boxes.items()))  # kernels depend on the thread count
+    key = (torch.get_num_threads(), float(whole_from), frozenset(boxes.items()))  # kernels follow threads
     plan = cap.plans.get(key)
     if plan is None:
-        plan = cap.plans[key] = TracePlan(cap, boxes)
+        plan = cap.plans[key] = TracePlan(cap, boxes, float(whole_from))
         if len(cap.plans) > _MEMO_SIZE:
             cap.plans.popitem(last=False)
     else:
