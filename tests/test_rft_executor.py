@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 
+import pytest
 import torch
 import torchvision
 from torch import fx, nn
@@ -172,3 +173,29 @@ def test_graph_is_traced_once_per_model_unless_a_submodule_is_replaced() -> None
     with torch.no_grad():
         got = trace(model, (1, 3, 41, 50), {0: (0, 3, 0, 3)}).run(x)[0]
         assert rel_diff(got, model(x)[..., :3, :3]) <= 1e-4
+
+
+def test_small_steps_go_serial_by_size_and_by_load(monkeypatch) -> None:
+    """On idle cores only tiny steps drop to one thread; on oversubscribed ones every step the
+    planner marked small does (a descheduled OpenMP worker would stall the team)."""
+    from tracenet.rft import executor
+
+    threads = torch.get_num_threads()
+    if threads < 2:
+        pytest.skip("needs torch with at least 2 threads")
+    graph = fx.Graph()
+    x = graph.placeholder("x")
+    nodes = [graph.call_function(torch.relu, (x,)) for _ in range(3)]
+    seen: dict[str, int] = {}
+
+    def step(node: fx.Node, macs: int, serial: bool) -> executor.Step:
+        return executor.Step(
+            node, (), lambda _: seen.__setitem__(node.name, torch.get_num_threads()), macs, serial
+        )
+
+    steps = [step(nodes[0], 1 << 20, True), step(nodes[1], 1 << 26, True), step(nodes[2], 1 << 30, False)]
+    for busy, want in ((False, [1, threads, threads]), (True, [1, 1, threads])):
+        monkeypatch.setattr(executor, "_oversubscribed", lambda busy=busy: busy)
+        executor.execute(steps, {}, {})
+        assert [seen[n.name] for n in nodes] == want
+        assert torch.get_num_threads() == threads

@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from tracenet.models.gc_pause import no_gc_pause
 from tracenet.models.result import SegmentResult
 
 
@@ -43,7 +44,7 @@ class Session:
 
     def segment(self, click, box=None) -> SegmentResult:
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with no_gc_pause, torch.no_grad():
             r = self.model._tap(self.prep.geo, click, box, run=self._run)
         # The first tap pays for pre-processing, as a single segment() call does.
         r.seconds = time.perf_counter() - t0 + self._prep_seconds

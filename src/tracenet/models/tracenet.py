@@ -22,6 +22,7 @@ from tracenet.models.config import ModelConfig
 from tracenet.models.dense import DenseNet
 from tracenet.models.dynamic_head import MACS_PER_PIXEL
 from tracenet.models.fold import fold_batchnorm, weights_key
+from tracenet.models.gc_pause import no_gc_pause
 from tracenet.models.losses import check_targets, compute_losses, semantic_loss
 from tracenet.models.preprocess import (
     Geometry,
@@ -164,16 +165,17 @@ class TraceNet(nn.Module):
         if mode not in ("trace", "full"):
             raise ValueError(f"mode must be 'trace' or 'full', got {mode!r}")
         if mode == "trace":
-            with self.session(image) as s:
+            with no_gc_pause, self.session(image) as s:
                 return s.segment(click, box=box)
-        self._check_eval()
-        t0 = time.perf_counter()
-        prep = self.prepare(image)
-        with torch.no_grad():
-            dense = self._dense_counted(prep.tensor)
-            r = self._tap(prep.geo, click, box, dense=dense)
-        r.macs += self.full_macs(prep.tensor.shape)
-        r.seconds = time.perf_counter() - t0
+        with no_gc_pause:
+            self._check_eval()
+            t0 = time.perf_counter()
+            prep = self.prepare(image)
+            with torch.no_grad():
+                dense = self._dense_counted(prep.tensor)
+                r = self._tap(prep.geo, click, box, dense=dense)
+            r.macs += self.full_macs(prep.tensor.shape)
+            r.seconds = time.perf_counter() - t0
         return r
 
     def session(self, image):

@@ -5,6 +5,7 @@ more when the cores are shared (a descheduled worker stalls the whole team)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,19 @@ from tracenet.rft.threads import running_schedule
 
 Narrow = tuple[tuple[int, int, int], ...]  # (dim, start, length) per sliced dim
 
+# On cores no other process competes for, only steps below this many MACs (about 0.1 ms of
+# work) run serially: the heads' 10-70M-MAC crops at a tap took 22 ms on two threads of an
+# idle Xeon, 33 ms on one. Oversubscribed (load average above 1.5 runnable threads per core),
+# every step the planner marked serial does (docs/rft.md: 210 ms vs 10 ms under load).
+IDLE_SERIAL_MACS = 1 << 23
+
+
+def _oversubscribed() -> bool:
+    try:
+        return os.getloadavg()[0] > 1.5 * (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        return True
+
 
 @dataclass(frozen=True)
 class Step:
@@ -24,7 +38,7 @@ class Step:
     takes: tuple[tuple[fx.Node, Narrow], ...]
     call: Call
     macs: int
-    serial: bool = False  # small (a crop of a few cells): run on one thread
+    serial: bool = False  # small (a crop of a few cells): may run on one thread (see execute)
 
 
 def take(value: Any, narrow: Narrow) -> Any:
@@ -59,11 +73,12 @@ def execute(
 ) -> dict[Hashable, Any]:
     """Computes every step in order into `env` (dropping values after their last use when
     `free` is given), then slices the targets out of it. Serial steps run with torch set to
-    one thread (a process-wide setting, restored before returning)."""
+    one thread (a process-wide setting, restored before returning); on idle cores only those
+    below IDLE_SERIAL_MACS."""
     with running_schedule() as threads:
-        current = threads
+        current, limit = threads, None if _oversubscribed() else IDLE_SERIAL_MACS
         for i, step in enumerate(steps):
-            want = 1 if step.serial else threads
+            want = 1 if step.serial and (limit is None or step.macs < limit) else threads
             if want != current:
                 torch.set_num_threads(want)
                 current = want

@@ -22,10 +22,11 @@ from tracenet.rft.rules import Need
 from tracenet.rft.rules.conv_kernel import NATIVE_MAX_NUMEL
 
 _MEMO_SIZE = 256
-# A step below both runs on one thread (about 0.1 ms of work on one core): for a crop of a few
-# cells an OpenMP fork/join costs more than the work, and far more on shared cores. (At 1 << 27
-# the heads' 10-70M-MAC crops at a tap ran serially too: 33 ms on one core, 22 ms on two.)
-SERIAL_MACS = 1 << 23
+# A step below both runs on one thread (about a millisecond of work on one core): for a crop
+# of a few cells an OpenMP fork/join costs more than the work, and far more on shared cores.
+# (On an idle Xeon the heads' crops at a tap took 22 ms on two threads vs 33 ms serially; under
+# load a descheduled worker stalls the team: docs/rft.md measured 210 vs 10 ms. Kept serial.)
+SERIAL_MACS = 1 << 27
 SERIAL_ELEMENTS = 1 << 18
 
 
