@@ -197,9 +197,10 @@ class TraceNet(nn.Module):
         on NHWC activations without reordering each one (a dense R-50 forward at 800×1216 here:
         1.74 s -> 1.29 s; the backbone, which trace mode runs whole at most taps, gains most),
         and a heap that keeps freed activations (cpu_heap.py: 1.53 s -> 1.33 s)."""
-        if next(self.parameters()).device.type == "cpu":
-            keep_freed_memory()
-        if not self._channels_last and next(self.parameters()).device.type == "cpu":
+        if next(self.parameters()).device.type != "cpu":
+            return
+        keep_freed_memory()
+        if not self._channels_last:
             self.dense.to(memory_format=torch.channels_last)
             self._channels_last = True
 

@@ -22,10 +22,9 @@ from tracenet.rft.rules import Need
 from tracenet.rft.rules.conv_kernel import NATIVE_MAX_NUMEL
 
 _MEMO_SIZE = 256
-# A step below both runs on one thread (about a millisecond of work on one core): for a crop
-# of a few cells an OpenMP fork/join costs more than the work, and far more on shared cores.
-# (On an idle Xeon the heads' crops at a tap took 22 ms on two threads vs 33 ms serially; under
-# load a descheduled worker stalls the team: docs/rft.md measured 210 vs 10 ms. Kept serial.)
+# A step below both is small (about a millisecond of work on one core): for a crop of a few
+# cells an OpenMP fork/join can cost more than the work, and far more on shared cores. The
+# executor runs small steps on one thread, all of them or the tiniest (executor.py).
 SERIAL_MACS = 1 << 27
 SERIAL_ELEMENTS = 1 << 18
 
