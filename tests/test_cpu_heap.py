@@ -4,6 +4,7 @@ faults of fresh mmaps cost a CPU forward about a tenth of its time)."""
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from tracenet import cpu_heap
 GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 _PROBE = """
-import ctypes, sys, torch
+import ctypes, torch
 from tracenet import cpu_heap
 
 class Mallinfo2(ctypes.Structure):
@@ -34,8 +35,6 @@ print(tuned, mapped >= 64 << 20)
 
 
 def _run(env: dict[str, str]) -> str:
-    import os
-
     out = subprocess.run(
         [sys.executable, "-c", _PROBE], capture_output=True, text=True, env={**os.environ, **env}, check=True
     )
