@@ -70,6 +70,7 @@ class Capture:
     outputs: dict[Hashable, fx.Node]
     source: fx.Node
     plans: OrderedDict = field(default_factory=OrderedDict)  # memo: (threads, targets) -> TracePlan
+    map_boxes: dict = field(default_factory=dict)  # memo: node -> its whole (H, W) map box (planner)
     output_nodes: frozenset[fx.Node] = field(init=False)
 
     def __post_init__(self) -> None:

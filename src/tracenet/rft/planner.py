@@ -5,6 +5,7 @@ pass skips nodes whose cached slice covers their region, and everything only the
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Hashable, Mapping
@@ -205,11 +206,12 @@ def _shapes(cap: Capture, n: fx.Node) -> list[tuple[int, ...]]:
 def _map_box(cap: Capture, n: fx.Node) -> Box | None:
     """The node's whole (H, W) map as a box; None without spatial dims (a tuple's parts share
     H and W)."""
+    if n in cap.map_boxes:
+        return cap.map_boxes[n]
     dims = cap.facts.sdims.get(n)
-    if dims is None:
-        return None
-    shape = next((s for s in _shapes(cap, n) if len(s) > max(dims)), None)
-    return None if shape is None else full_box(shape[dims[0]], shape[dims[1]])
+    shape = None if dims is None else next((s for s in _shapes(cap, n) if len(s) > max(dims)), None)
+    box = cap.map_boxes[n] = None if shape is None else full_box(shape[dims[0]], shape[dims[1]])
+    return box
 
 
 def _elements(cap: Capture, n: fx.Node, box: Box | None) -> int:
@@ -261,20 +263,44 @@ class TracePlan:
     def __init__(self, cap: Capture, targets: dict[Hashable, Box], whole_from: float = 1.0) -> None:
         self.capture, self.targets, self.whole_from = cap, targets, whole_from
         self.input_shape = cap.input_shape
-        self._schedule = schedule(cap, targets, whole_from=whole_from)
-        self._free = last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
+        self.full_macs = cap.total_macs
         # the steps a run with an empty cache takes: the same every time
         self._first_cached: tuple[Schedule, list[tuple[fx.Node, ...]]] | None = None
-        self.macs = self._schedule.macs
-        self.full_macs = cap.total_macs
-        f, regions = cap.facts, self._schedule.regions
-        self.input_region: Box = regions.get(cap.source) or (0, 0, 0, 0)
-        self.regions: dict[str, Box] = {
+
+    # A session's first run schedules against its (empty) cache instead, so the cacheless
+    # schedule and what derives from it are worked out only when asked for.
+    @functools.cached_property
+    def _schedule(self) -> Schedule:
+        return schedule(self.capture, self.targets, whole_from=self.whole_from)
+
+    @functools.cached_property
+    def _free(self) -> list[tuple[fx.Node, ...]]:
+        return last_uses(self._schedule.steps, {node for node, _ in self._schedule.outputs.values()})
+
+    @property
+    def macs(self) -> int:
+        """MACs of a run without a cache."""
+        return self._schedule.macs
+
+    @functools.cached_property
+    def input_region(self) -> Box:
+        return self._schedule.regions.get(self.capture.source) or (0, 0, 0, 0)
+
+    @functools.cached_property
+    def regions(self) -> dict[str, Box]:
+        """Each node's computed region on its output map, by node name (spatial nodes only)."""
+        cap, regions = self.capture, self._schedule.regions
+        return {
             n.name: box
             for n in cap.order
-            if n in regions and (box := regions[n]) is not None and f.sdims.get(n)
+            if n in regions and (box := regions[n]) is not None and cap.facts.sdims.get(n)
         }
-        self.fallbacks: list[str] = [
+
+    @functools.cached_property
+    def fallbacks(self) -> list[str]:
+        """The nodes computed whole because no rule bounds them, with the reason."""
+        cap = self.capture
+        return [
             f"{s.node.name} ({cap.ops[s.node].reason})"
             for s in self._schedule.steps
             if cap.ops[s.node].kind == "fallback"
