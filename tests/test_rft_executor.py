@@ -140,12 +140,30 @@ class _CpuTensor(nn.Module):
         return self.conv(x) + torch.arange(x.shape[-1], dtype=torch.float32)
 
 
+class _Convs(nn.Module):
+    """Convolutions the capture sizes by formula on meta tensors (strides, dilations, groups,
+    asymmetric kernels, a channels-last weight), unary functions it skips, and a padding mode
+    and a string padding it leaves to the meta kernels."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(8, 8, (3, 5), dilation=(2, 1), padding=(1, 3), groups=2, bias=False)
+        self.c = nn.Conv2d(8, 6, 1).to(memory_format=torch.channels_last)
+        self.d = nn.Conv2d(6, 6, 3, padding="same")
+        self.e = nn.Conv2d(6, 4, 3, stride=(1, 3), padding=1, padding_mode="reflect")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.sigmoid(self.b(torch.relu(self.a(x))))
+        return self.e(nn.functional.relu(self.d(self.c(x)), inplace=False))
+
+
 def test_meta_propagation_matches_fake_tensors_and_falls_back_to_them() -> None:
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from tracenet.rft.rules import Facts
 
-    for model in (_resnet18(), _Devices().eval(), _CpuTensor().eval()):
+    for model in (_resnet18(), _Devices().eval(), _CpuTensor().eval(), _Convs().eval()):
         gm = capture_module._graph_module(model)
         facts, macs = capture_module._propagate(gm, SHAPE)
         fake = Facts(gm)
@@ -153,6 +171,7 @@ def test_meta_propagation_matches_fake_tensors_and_falls_back_to_them() -> None:
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
             prop.run(mode.from_tensor(torch.empty(SHAPE)))
         assert facts.shapes == fake.shapes and facts.consts == fake.consts and macs == prop.macs
+        assert facts.dtypes == fake.dtypes
         x = torch.randn(SHAPE)
         with torch.no_grad():
             got = trace(model, SHAPE, {next(iter(capture(model, SHAPE).outputs)): (0, 2, 3, 5)}).run(x)
