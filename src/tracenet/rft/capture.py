@@ -216,7 +216,12 @@ class _Propagate(fx.Interpreter):
 
 def _meta_float(args: tuple) -> bool:
     """A single floating-point meta tensor."""
-    return len(args) == 1 and isinstance(args[0], torch.Tensor) and args[0].is_meta and args[0].is_floating_point()
+    return (
+        len(args) == 1
+        and isinstance(args[0], torch.Tensor)
+        and args[0].is_meta
+        and args[0].is_floating_point()
+    )
 
 
 def _keeps_meta_shape(m: nn.Module, args: tuple, kwargs: dict) -> bool:
@@ -244,9 +249,11 @@ def _meta_conv2d(m: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None
     ]
     if min(size) <= 0:
         return None
-    layout = torch.channels_last if torch.channels_last in (memory_format(x), memory_format(m.weight)) else None
-    shape = (x.shape[0], m.out_channels, *size)
-    return torch.empty(shape, dtype=x.dtype, device="meta", memory_format=layout or torch.contiguous_format)
+    layouts = (memory_format(x), memory_format(m.weight))
+    layout = torch.channels_last if torch.channels_last in layouts else torch.contiguous_format
+    return torch.empty(
+        (x.shape[0], m.out_channels, *size), dtype=x.dtype, device="meta", memory_format=layout
+    )
 
 
 class _MacCounter(TorchDispatchMode):
