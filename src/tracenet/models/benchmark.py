@@ -13,7 +13,9 @@ corners and a bottom-border pixel tapped in that session; worst relative head di
 (|trace - full| / max(|full|, 1), as the model issue defines it) and minimum mask IoU.
 Weights are random (BatchNorm statistics randomized); the cost does not depend on them.
 Each row names its torch thread count and the 1-minute load average at its start and end
-(wall-clock ratios on a shared machine move with the load).
+(wall-clock ratios on a shared machine move with the load). The wall ratio's median is also
+split: taps that were the first at their input size (trace mode then captures the network at
+that size and probes convolution widths, unless stored on disk) and the others.
 """
 
 from __future__ import annotations
@@ -85,8 +87,12 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
     rows = {"full_macs": [], "trace_macs": [], "second_macs": [], "full_s": [], "trace_s": []}
     diffs, ious = [], []
     rng = np.random.default_rng(1)
+    sizes, first_at_size = set(), []  # a first tap at an input size pays capture and probes
     for image, taps in instance_taps(data, n_images):
+        size = tuple(model.prepare(image).tensor.shape)
         for tap, box in taps:
+            first_at_size.append(size not in sizes)
+            sizes.add(size)
             t0 = time.perf_counter()
             full = model.segment(image, click=tap, mode="full", box=box)
             rows["full_s"].append(time.perf_counter() - t0)
@@ -111,6 +117,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
                     diffs.append(head_diff(full_edge.heads, trace_edge.heads))
                     ious.append(mask_iou(trace_edge.mask, full_edge.mask))
             rows["second_macs"].append(second.macs / full.macs)  # full: the same (last) tap
+    walls = [t / f for t, f in zip(rows["trace_s"], rows["full_s"], strict=True)]
     full_g = statistics.mean(rows["full_macs"]) / 1e9
     trace_g = statistics.mean(rows["trace_macs"]) / 1e9
     return {
@@ -124,13 +131,17 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
         "second_tap_ratio": round(statistics.mean(rows["second_macs"]), 3) if rows["second_macs"] else None,
         "full_s_median": round(statistics.median(rows["full_s"]), 3),
         "trace_s_median": round(statistics.median(rows["trace_s"]), 3),
-        "wall_ratio": round(
-            statistics.median(t / f for t, f in zip(rows["trace_s"], rows["full_s"], strict=True)), 3
-        ),
+        "wall_ratio": round(statistics.median(walls), 3),
+        "wall_ratio_new_size": _median([w for w, first in zip(walls, first_at_size, strict=True) if first]),
+        "wall_ratio_warm": _median([w for w, first in zip(walls, first_at_size, strict=True) if not first]),
         "exact_taps": len(diffs),
         "worst_head_diff": float(f"{max(diffs):.1e}"),
         "min_mask_iou": round(min(ious), 4),
     }
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 3) if values else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -154,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
 
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
     for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "2nd tap/full",
-                "full s (median)", "trace s (median)", "wall trace/full", "exactness taps",
+                "full s (median)", "trace s (median)", "wall trace/full", "new size", "warm", "exactness taps",
                 "worst head diff", "min mask IoU", "threads", "load"):  # fmt: skip
         table.add_column(col, justify="right")
     default = torch.get_num_threads()
