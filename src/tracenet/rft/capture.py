@@ -258,8 +258,8 @@ def _meta_conv2d(m: nn.Module, args: tuple, kwargs: dict) -> torch.Tensor | None
 
 class _MacCounter(TorchDispatchMode):
     """FlopCounterMode's formulas (its registry, so the same MACs: FLOPs / 2) without its
-    per-context bookkeeping, which cost the capture 0.3 ms per convolution: entered once for
-    the whole propagation and read per node."""
+    per-context bookkeeping, which cost the capture 0.3 ms per convolution: entered around
+    each node that runs a kernel (see _Propagate) and read per node."""
 
     def __init__(self) -> None:
         super().__init__()
