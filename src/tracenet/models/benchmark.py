@@ -34,6 +34,7 @@ import torch
 
 from tracenet.metrics.ablation import head_diff
 from tracenet.metrics.taps import mask_iou
+from tracenet.models.preprocess import geometry
 from tracenet.rft.verify import randomize_batchnorm
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
@@ -89,7 +90,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
     rng = np.random.default_rng(1)
     sizes, first_at_size = set(), []  # a first tap at an input size pays capture and probes
     for image, taps in instance_taps(data, n_images):
-        size = tuple(model.prepare(image).tensor.shape)
+        size = geometry(image.shape[:2], model.cfg).padded  # the network input's size
         for tap, box in taps:
             first_at_size.append(size not in sizes)
             sizes.add(size)
