@@ -36,6 +36,8 @@ _SAME_SHAPE_MODULES = {
     *_BN_DIMS, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid,
     nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d,
 }  # fmt: skip
+# Not rules.pointwise's lists: those hold ops with other arities or results (torch.where(x)
+# returns a tuple, torch.clamp(x) raises), which the meta kernel must still see.
 _SAME_SHAPE_FUNCTIONS = {
     torch.relu, F.relu, torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, F.silu, F.gelu, F.hardswish,
     F.hardsigmoid, F.relu6, F.leaky_relu,
