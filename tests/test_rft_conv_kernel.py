@@ -215,3 +215,47 @@ def test_probe_noise_comes_in_disjoint_slices_of_one_pool() -> None:
     assert w.data_ptr() + w.numel() * w.element_size() <= x.data_ptr()  # x starts after w ends
     again, _ = conv_kernel._noise((4, 3, 3, 3), (1,))
     assert torch.equal(again, w) and w.std() > 0.5  # the same generic values every call
+
+
+def _rounding_otherwise(monkeypatch, runs: range) -> list[tuple[int, ...]]:
+    """The real kernel, but an output whose width is in `runs` is one ulp off, as oneDNN's
+    loops for other output widths sum in another order; returns the calls' output shapes."""
+    real, shapes = conv_kernel.convolve, []
+
+    def convolve(*args):
+        out = real(*args)
+        shapes.append(tuple(out.shape))
+        return torch.nextafter(out, torch.full_like(out, float("inf"))) if out.shape[-1] in runs else out
+
+    monkeypatch.setattr(conv_kernel, "convolve", convolve)
+    return shapes
+
+
+PROBED = conv_kernel.Layer(64, (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True)
+MAP = ((1, 64, 50, 76), (50, 76))
+
+
+@pytest.mark.parametrize(
+    ("runs", "width"),
+    [
+        (range(0), 1),  # any crop
+        (range(1, 14), 14),  # narrow outputs sum otherwise (3x3 256-512 channels on an EPYC)
+        (range(30, 60), 60),  # so do some wider ones: found although one column matches
+        (range(1, 76), 76),  # only the map's own width: crops run padded to it
+    ],
+)
+def test_probes_find_the_narrowest_run_that_sums_as_the_full_map(monkeypatch, runs, width) -> None:
+    _rounding_otherwise(monkeypatch, runs)
+    assert conv_kernel._probe(PROBED, *MAP) == width
+    assert conv_kernel._probe(PROBED, *MAP, hint=width) == width  # a right hint is confirmed
+    if width > 1:  # a narrower one (found at another map size) is not
+        assert conv_kernel._probe(PROBED, *MAP, hint=width // 2) == width
+
+
+def test_a_hint_is_confirmed_on_one_row_and_rejected_when_wider_runs_differ(monkeypatch) -> None:
+    shapes = _rounding_otherwise(monkeypatch, range(0))
+    assert conv_kernel._probe(PROBED, *MAP, hint=1) == 1
+    assert {s[2] for s in shapes} == {1}  # one-row reference and runs: no multi-row strip
+    assert len(shapes) <= 5  # reference, one column at the border and mid-map, a halfway run twice
+    _rounding_otherwise(monkeypatch, range(30, 60))  # the halfway run (38 wide) sums otherwise
+    assert conv_kernel._probe(PROBED, *MAP, hint=1) == 60

@@ -99,9 +99,10 @@ def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int], hin
     """On random data, a strip of the map's full width: the narrowest padded run matching it at
     the left border and mid-map, for one column and for a run that is all real, on single rows
     and the whole strip (a binary search on single rows unless one column already matches);
-    checked on a few wider runs. CANVAS when even whole-width rows differ or the check fails.
-    A `hint` (the answer at another map size) is kept if single rows confirm it and a run
-    halfway to the full width."""
+    checked on a few wider runs, all real: only runs at the answer's width are ever padded.
+    CANVAS when even whole-width rows differ or the check fails. A `hint` (the answer at
+    another map size) is kept if single rows confirm it and an all-real run halfway to the
+    full width."""
     fmt = torch.channels_last if layer.channels_last else torch.contiguous_format
     (ky, kx), (sy, sx), (dy, dx) = layer.weight_shape[2:], layer.stride, layer.dilation
     px, (ey, ex) = layer.padding[1], (dy * (ky - 1) + 1, dx * (kx - 1) + 1)
@@ -116,11 +117,12 @@ def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int], hin
         w, x = _noise(layer.weight_shape, (1, layer.in_channels, (rows - 1) * sy + ey, width))
         return w.contiguous(memory_format=fmt), x.contiguous(memory_format=fmt)
 
-    def exact(run: int, strips: bool = True) -> bool:
-        """Runs `run` wide match the strip's output. Every run of one width has the same call
-        shape (values do not change a kernel's order of operations), so the row sets, which
-        check how the kernel handles several rows, run once per width: on the all-real run."""
-        for real in {1, run}:
+    def exact(run: int, strips: bool = True, padded: bool = True) -> bool:
+        """Runs `run` wide match the strip's output, all real and (`padded`) one real column
+        padded to the run. Every run of one width has the same call shape (values do not change
+        a kernel's order of operations), so the row sets, which check how the kernel handles
+        several rows, run once per width: on the all-real run."""
+        for real in {1, run} if padded else {run}:
             for a in {0, (out_width - real) // 2}:
                 row_sets = (
                     {(0, 1), (strip - 1, 1), (0, strip)} if strips and real == run and a == 0 else {(0, 1)}
@@ -139,20 +141,22 @@ def _probe(layer: Layer, in_shape: Sequence[int], out_size: tuple[int, int], hin
             strip = 1
             weight, x = strip_of(strip)
             full = conv(x, px)
-            if all(exact(w, strips=False) for w in (hint, (hint + out_width) // 2)):
+            if exact(hint, strips=False) and exact((hint + out_width) // 2, strips=False, padded=False):
                 return hint
         strip = _probe_rows(layer, out_size)
         weight, x = strip_of(strip)
         full = conv(x, px)
-        if not exact(out_width):
+        if not exact(out_width, padded=False):
             return CANVAS
-        if exact(1) and exact(max(out_width // 2, 1), strips=False):  # rows: checked just above
+        if exact(1) and exact(max(out_width // 2, 1), strips=False, padded=False):  # rows: checked above
             return 1  # most layers: any crop
         lo, hi = 1, out_width
         while lo < hi:
             mid = (lo + hi) // 2
             lo, hi = (lo, mid) if exact(mid, strips=False) else (mid + 1, hi)
-        if all(exact(w) for w in {lo, lo + 1, 2 * lo, (lo + out_width) // 2} if w < out_width):
+        if all(
+            exact(w, padded=w == lo) for w in {lo, lo + 1, 2 * lo, (lo + out_width) // 2} if w <= out_width
+        ):
             return lo
     return CANVAS
 
