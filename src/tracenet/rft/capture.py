@@ -148,14 +148,15 @@ def _graph_module(model: torch.nn.Module) -> fx.GraphModule:
 
 
 def _same_submodules(model: torch.nn.Module, gm: fx.GraphModule) -> bool:
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            try:
-                if model.get_submodule(str(n.target)) is not gm.get_submodule(str(n.target)):
-                    return False
-            except AttributeError:
-                return False
-    return True
+    now, traced = (
+        dict(model.named_modules(remove_duplicate=False)),
+        dict(gm.named_modules(remove_duplicate=False)),
+    )
+    return all(
+        now.get(str(n.target), now) is traced.get(str(n.target))
+        for n in gm.graph.nodes
+        if n.op == "call_module"
+    )
 
 
 def _trace_graph(model: torch.nn.Module) -> fx.GraphModule:
@@ -182,7 +183,7 @@ class _Propagate(fx.Interpreter):
         self.facts, self.macs, self.counter = facts, {}, _MacCounter()
 
     def call_module(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        m = self.module.get_submodule(target)
+        m = self.facts.module(target)
         if _keeps_meta_shape(m, args, kwargs):
             return torch.empty_like(args[0])
         out = _meta_conv2d(m, args, kwargs)

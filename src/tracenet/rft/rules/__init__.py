@@ -23,16 +23,16 @@ _LAYOUT_KEEPING_FUNCTIONS = {F.group_norm, F.instance_norm, F.local_response_nor
 
 def _describe(node: fx.Node, facts: Facts) -> str:
     if node.op == "call_module":
-        return type(facts.gm.get_submodule(node.target)).__name__
+        return type(facts.module(node.target)).__name__
     return getattr(node.target, "__name__", str(node.target))
 
 
 def _fallback(node: fx.Node, facts: Facts, reason: str) -> Fallback:
     source = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
     same_shape = source is not None and facts.shapes.get(source) == facts.shapes.get(node)
-    keeps = (
-        node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), _LAYOUT_KEEPING_MODULES)
-    ) or (node.op == "call_function" and node.target in _LAYOUT_KEEPING_FUNCTIONS)
+    keeps = (node.op == "call_module" and isinstance(facts.module(node.target), _LAYOUT_KEEPING_MODULES)) or (
+        node.op == "call_function" and node.target in _LAYOUT_KEEPING_FUNCTIONS
+    )
     sdims = facts.sdims.get(source) if keeps and same_shape and source is not None else None
     return Fallback(node, facts, f"{_describe(node, facts)}: {reason}", sdims)
 

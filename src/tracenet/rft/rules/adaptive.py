@@ -34,7 +34,7 @@ class AdaptivePool(Op):
     def __init__(self, node: fx.Node, facts: Facts, is_max: bool) -> None:
         super().__init__(node, facts)
         if node.op == "call_module":
-            if getattr(facts.gm.get_submodule(node.target), "return_indices", False):
+            if getattr(facts.module(node.target), "return_indices", False):
                 raise NoRule("adaptive max pool returning indices")
         elif is_max:
             args, kwargs = constant_args(node, facts)
@@ -90,7 +90,7 @@ class AdaptivePool(Op):
 
 def bind_adaptive(node: fx.Node, facts: Facts) -> Op | None:
     if node.op == "call_module":
-        m = facts.gm.get_submodule(node.target)
+        m = facts.module(node.target)
         if isinstance(m, (_AVG[0], _MAX[0])):
             return AdaptivePool(node, facts, isinstance(m, _MAX[0]))
         return None

@@ -47,6 +47,19 @@ class Facts:
     consts: dict[fx.Node, Any] = field(default_factory=dict)  # non-tensor nodes: their full-graph values
     sdims: dict[fx.Node, SDims | None] = field(default_factory=dict)
     channels_last: bool = False  # some 4-d weight is laid out NHWC: the activations then are too
+    modules: dict[str, torch.nn.Module] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # By qualified name, looked up once: gm.get_submodule walks the path on every call (a
+        # quarter of an R-50 capture's time at a new input size).
+        self.modules = dict(self.gm.named_modules(remove_duplicate=False))
+
+    def module(self, target: str) -> torch.nn.Module:
+        """The submodule a call_module node calls."""
+        try:
+            return self.modules[target]
+        except KeyError:
+            return self.gm.get_submodule(target)  # raises get_submodule's own error
 
     def is_data(self, node: fx.Node) -> bool:
         """A tensor (or tuple of tensors) computed at run time, as opposed to a constant."""
@@ -73,7 +86,7 @@ _IN_PLACE = {v: k for k, v in _OUT_OF_PLACE.items()}
 
 
 def _module(facts: Facts, node: fx.Node) -> torch.nn.Module:
-    module = facts.gm.get_submodule(node.target)
+    module = facts.module(node.target)
     if getattr(module, "inplace", False):
         # Crops may be views of cached slices: never let an op overwrite its input.
         module = copy.copy(module)
@@ -120,7 +133,7 @@ def generic_call(node: fx.Node, facts: Facts) -> Call:
     """Calls the node's own op on whatever tensors the environment holds for its inputs."""
     if node.op == "get_attr":
         owner, _, name = str(node.target).rpartition(".")
-        module = facts.gm.get_submodule(owner) if owner else facts.gm
+        module = facts.module(owner) if owner else facts.gm
         return lambda env: getattr(module, name)
     return _calling(op_callable(node, facts), *constant_args(node, facts))
 
@@ -129,7 +142,7 @@ def writes_in_place(node: fx.Node, facts: Facts) -> bool:
     """Whether the model's own op overwrites its first argument (ReLU(inplace=True), x += y,
     x.relu_()): the full forward reuses that tensor's memory."""
     if node.op == "call_module":
-        return bool(getattr(facts.gm.get_submodule(node.target), "inplace", False))
+        return bool(getattr(facts.module(node.target), "inplace", False))
     if node.op == "call_method":
         name = str(node.target)
         return name.endswith("_") and not name.endswith("__")
@@ -159,7 +172,7 @@ def in_place_call(node: fx.Node, facts: Facts) -> Call:
     only where that argument is a fresh tensor nothing else reads, stores or shares."""
     fn: Callable[..., Any]
     if node.op == "call_module":
-        fn = facts.gm.get_submodule(node.target)
+        fn = facts.module(node.target)
     elif node.op == "call_method":
         name = str(node.target)
         fn = lambda self, *args, **kwargs: getattr(self, name)(*args, **kwargs)  # noqa: E731

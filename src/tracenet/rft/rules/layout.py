@@ -244,7 +244,7 @@ _REDUCES = {torch.mean, torch.sum, torch.amax, torch.amin, "mean", "sum", "amax"
 def bind_layout(node: fx.Node, facts: Facts) -> Op | None:
     target: Any = node.target
     if node.op == "call_module":
-        m = facts.gm.get_submodule(target)
+        m = facts.module(target)
         return Reshape(node, facts) if isinstance(m, (nn.Flatten, nn.Unflatten)) else None
     if node.op not in ("call_function", "call_method"):
         return None

@@ -88,7 +88,7 @@ class Pointwise(Op):
             raise NoRule(f"inputs disagree on the spatial dims ({sorted(found)})")
         self.sdims = found.pop() if found else None
         if node.op == "call_module":
-            self.fresh = type(facts.gm.get_submodule(node.target)) in _FRESH_MODULES
+            self.fresh = type(facts.module(node.target)) in _FRESH_MODULES
         else:
             self.fresh = node.op == "call_function" and node.target in _FRESH_FUNCTIONS
         self._overwrites = may_overwrite(node, facts)
@@ -159,7 +159,7 @@ def _channel_touched(node: fx.Node, facts: Facts) -> tuple[int, ...] | None:
     """Dims a channel-wise op works along, or None when the node is not such an op."""
     args, kwargs = constant_args(node, facts)
     if node.op == "call_module":
-        m = facts.gm.get_submodule(node.target)
+        m = facts.module(node.target)
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             if _batchnorm_uses_batch_stats(m):
                 raise NoRule("BatchNorm using batch statistics (training mode)")
@@ -195,7 +195,7 @@ def bind_pointwise(node: fx.Node, facts: Facts) -> Op | None:
     touched = _channel_touched(node, facts)
     if touched is not None:
         return Channelwise(node, facts, touched)
-    if node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), _MODULES):
+    if node.op == "call_module" and isinstance(facts.module(node.target), _MODULES):
         return Pointwise(node, facts)
     if node.op == "call_function" and node.target in _FUNCTIONS:
         return Pointwise(node, facts)

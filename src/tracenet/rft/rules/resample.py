@@ -28,7 +28,7 @@ _MODES = ("nearest", "nearest-exact", "bilinear")
 
 def _mode(node: fx.Node, facts: Facts) -> tuple[str, bool]:
     if node.op == "call_module":
-        m = facts.gm.get_submodule(node.target)
+        m = facts.module(node.target)
         return m.mode, False
     args, kwargs = constant_args(node, facts)
     if node.target is F.upsample_nearest:
@@ -147,7 +147,7 @@ def _integer_upsampling(rows: tuple[torch.Tensor, torch.Tensor], size: tuple[int
 
 
 def bind_resample(node: fx.Node, facts: Facts) -> Op | None:
-    module = node.op == "call_module" and isinstance(facts.gm.get_submodule(node.target), nn.Upsample)
+    module = node.op == "call_module" and isinstance(facts.module(node.target), nn.Upsample)
     if not module and not (node.op == "call_function" and node.target in _FUNCTIONS):
         return None
     mode, antialias = _mode(node, facts)

@@ -190,7 +190,7 @@ class Conv(Window):
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         super().__init__(node, facts)
         if node.op == "call_module":
-            m = facts.gm.get_submodule(node.target)
+            m = facts.module(node.target)
             k, s, d, p, g = m.kernel_size, m.stride, m.dilation, m.padding, m.groups
             mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
             self.params = lambda env: (m.weight, m.bias)
@@ -336,7 +336,7 @@ class MaxPool(Window):
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         super().__init__(node, facts)
         if node.op == "call_module":
-            m = facts.gm.get_submodule(node.target)
+            m = facts.module(node.target)
             a = {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
                  "dilation": m.dilation, "return_indices": m.return_indices}  # fmt: skip
         else:
@@ -360,7 +360,7 @@ class AvgPool(Window):
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         super().__init__(node, facts)
         if node.op == "call_module":
-            m = facts.gm.get_submodule(node.target)
+            m = facts.module(node.target)
             a = {"kernel_size": m.kernel_size, "stride": m.stride, "padding": m.padding,
                  "count_include_pad": m.count_include_pad, "divisor_override": m.divisor_override}  # fmt: skip
         else:
@@ -412,7 +412,7 @@ class Pad(Window):
     def __init__(self, node: fx.Node, facts: Facts) -> None:
         super().__init__(node, facts)
         if node.op == "call_module":
-            m = facts.gm.get_submodule(node.target)
+            m = facts.module(node.target)
             pad, mode, value = m.padding, _PAD_MODULES[type(m)], getattr(m, "value", 0.0)
         else:
             a = _bind(_pad_spec, node, facts)
@@ -431,7 +431,7 @@ class Pad(Window):
 def bind_window(node: fx.Node, facts: Facts) -> Op | None:
     """The window op for this node, or None when the node is not a window op."""
     if node.op == "call_module":
-        m = facts.gm.get_submodule(node.target)
+        m = facts.module(node.target)
         if type(m) in _PAD_MODULES:
             return Pad(node, facts)
         for cls, op in ((nn.Conv2d, Conv), (nn.MaxPool2d, MaxPool), (nn.AvgPool2d, AvgPool)):
