@@ -1,7 +1,7 @@
 """Runs a schedule: each step slices its inputs out of their producers' crops and calls the
-node's rule-built function; hit nodes start out with their cached slices. Small steps (crops
-of a few cells) run on one thread: an OpenMP fork/join costs more than their work, and far
-more when the cores are shared (a descheduled worker stalls the whole team)."""
+node's rule-built function; hit nodes start out with their cached slices. On shared cores,
+small steps (crops of a few cells) run on one thread: a descheduled OpenMP worker would stall
+the whole team for longer than their work takes."""
 
 from __future__ import annotations
 
@@ -17,12 +17,6 @@ from tracenet.rft.rules import Call
 from tracenet.rft.threads import running_schedule
 
 Narrow = tuple[tuple[int, int, int], ...]  # (dim, start, length) per sliced dim
-
-# On cores no other process competes for, only steps below this many MACs (about 0.1 ms of
-# work) run serially: the heads' 10-70M-MAC crops at a tap took 22 ms on two threads of an
-# idle Xeon, 33 ms on one. Oversubscribed (load average above 1.5 runnable threads per core),
-# every step the planner marked serial does (docs/rft.md: 210 ms vs 10 ms under load).
-IDLE_SERIAL_MACS = 1 << 23
 
 
 def _oversubscribed() -> bool:
@@ -72,13 +66,16 @@ def execute(
     free: list[tuple[fx.Node, ...]] | None = None,
 ) -> dict[Hashable, Any]:
     """Computes every step in order into `env` (dropping values after their last use when
-    `free` is given), then slices the targets out of it. Serial steps run with torch set to
-    one thread (a process-wide setting, restored before returning); on idle cores only those
-    below IDLE_SERIAL_MACS."""
+    `free` is given), then slices the targets out of it. On oversubscribed cores (load average
+    above 1.5 runnable threads per core) serial steps run with torch set to one thread (a
+    process-wide setting, restored before returning): docs/rft.md measured 210 ms vs 10 ms for
+    12 small crops under load. On idle cores every step keeps all threads: R-50's head crops at
+    a tap took 22 ms on two threads of a Xeon, 33 ms on one, and switching the count for only
+    the tiniest steps cost a tap about 20 ms more than never switching."""
     with running_schedule() as threads:
-        current, limit = threads, None if _oversubscribed() else IDLE_SERIAL_MACS
+        current, shared = threads, _oversubscribed()
         for i, step in enumerate(steps):
-            want = 1 if step.serial and (limit is None or step.macs < limit) else threads
+            want = 1 if step.serial and shared else threads
             if want != current:
                 torch.set_num_threads(want)
                 current = want
