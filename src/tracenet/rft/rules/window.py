@@ -236,7 +236,16 @@ class Conv(Window):
         return not self._layer().onednn
 
     def _layer(self) -> conv_kernel.Layer:
+        """The kernel choice's view of this layer, at the thread count and weight layout now
+        (planning asks for it per node and tap; built once per pair)."""
         weight = self.module.weight if self.module is not None else None
+        key = (ambient_threads(), None if weight is None else weight.stride())
+        layers = self.__dict__.setdefault("_layers", {})
+        if key not in layers:
+            layers[key] = self._layer_at(key[0], weight)
+        return layers[key]
+
+    def _layer_at(self, threads: int, weight: torch.Tensor | None) -> conv_kernel.Layer:
         return conv_kernel.Layer(
             in_channels=self.in_shape[1],
             weight_shape=self.weight_shape,  # type: ignore[arg-type]
@@ -257,7 +266,7 @@ class Conv(Window):
                 self.stride != (1, 1),
                 self.dilation != (1, 1),
                 self.groups,
-                ambient_threads(),
+                threads,
             ),
         )
 
