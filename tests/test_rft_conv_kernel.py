@@ -65,6 +65,32 @@ def test_crops_match_the_full_forward_bit_for_bit(model, threads: int) -> None:
         torch.set_num_threads(before)
 
 
+def test_crops_match_under_load_too(model, monkeypatch) -> None:
+    """On oversubscribed cores small steps run on one thread; convolutions never do, since
+    their widths were probed at the full forward's count (a 1-channel predictor's crop of one
+    cell rounds otherwise on two threads than on one, here)."""
+    from tracenet.rft import executor
+
+    monkeypatch.setattr(executor, "_oversubscribed", lambda: True)
+    before = torch.get_num_threads()
+    try:
+        x = torch.randn(SHAPE).contiguous(memory_format=torch.channels_last) * 4
+        with torch.no_grad():
+            for threads in (1, 2):  # widths probed at each count, crops run at it
+                torch.set_num_threads(threads)
+                full = model(x)
+                for targets in TARGETS:
+                    plan = trace(model, SHAPE, targets)
+                    assert not any(
+                        s.serial for s in plan._schedule.steps if s.node.name in ("deep", "pred", "mix")
+                    )
+                    out = plan.run(x)
+                    for key, (y0, y1, x0, x1) in targets.items():
+                        assert torch.equal(out[key], full[key][..., y0:y1, x0:x1]), (threads, key)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_plain_f_conv2d_crops_would_not_match(model) -> None:
     """The check above can fail: a narrow crop through F.conv2d rounds differently."""
     x = torch.randn(SHAPE).contiguous(memory_format=torch.channels_last) * 4
@@ -150,7 +176,7 @@ def test_tiny_maps_run_the_full_forwards_call_at_its_thread_count() -> None:
 
 
 def test_a_new_map_size_confirms_the_width_found_at_another(monkeypatch) -> None:
-    layer = conv_kernel.Layer(256, (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True)
+    layer = conv_kernel.Layer(256, (256, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True, 2)
     calls = []
     real = conv_kernel.convolve
     monkeypatch.setattr(conv_kernel, "convolve", lambda *a: calls.append(1) or real(*a))
@@ -171,7 +197,7 @@ def test_a_new_map_size_confirms_the_width_found_at_another(monkeypatch) -> None
 def test_probed_widths_are_kept_on_disk_for_later_processes(monkeypatch, tmp_path) -> None:
     from tracenet.rft.rules import width_store
 
-    layer = conv_kernel.Layer(256, (64, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True)
+    layer = conv_kernel.Layer(256, (64, 256, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True, 2)
     calls = []
     real = conv_kernel.convolve
     monkeypatch.setattr(conv_kernel, "convolve", lambda *a: calls.append(1) or real(*a))
@@ -231,7 +257,7 @@ def _rounding_otherwise(monkeypatch, runs: range) -> list[tuple[int, ...]]:
     return shapes
 
 
-PROBED = conv_kernel.Layer(64, (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True)
+PROBED = conv_kernel.Layer(64, (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1, True, True, 2)
 MAP = ((1, 64, 50, 76), (50, 76))
 
 

@@ -62,6 +62,7 @@ class Layer:
     groups: int
     channels_last: bool
     onednn: bool  # the kernel ATen picks (see onednn_in_full)
+    threads: int  # the count the full forward and its crops run at: both kernels' sums can follow it
 
 
 CANVAS = 0

@@ -231,9 +231,11 @@ class Conv(Window):
         return conv_kernel.min_width(layer, self.call_shape, self.facts.hw(self.node))
 
     def thread_bound(self) -> bool:
-        """ATen's native kernel (im2col + GEMM) splits a 3×3 convolution's sums differently on
-        one thread than on two (measured on AVX-512 Xeons); oneDNN's convolutions do not."""
-        return not self._layer().onednn
+        """Both kernels' sums can follow the thread count: ATen's native one (im2col + GEMM)
+        splits a 3×3 convolution's sums differently on one thread than on two, and oneDNN a
+        1-channel predictor's on a crop of a few cells (both measured on AVX-512 Xeons). So a
+        crop runs at the count its width was probed at: the full forward's."""
+        return True
 
     def _layer(self) -> conv_kernel.Layer:
         """The kernel choice's view of this layer, at the thread count and weight layout now
@@ -268,6 +270,7 @@ class Conv(Window):
                 self.groups,
                 threads,
             ),
+            threads=threads,
         )
 
     def macs(self, box: Box | None, full_macs: int) -> int:
