@@ -24,6 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import conv_flop_count, flop_registry
 
 from tracenet.rft.rules import Facts, Fallback, Op, bind
+from tracenet.rft.rules.base import modules_by_name
 from tracenet.rft.rules.conv_kernel import memory_format
 
 _CAPTURES: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple[int, ...], Capture]] = (
@@ -148,10 +149,7 @@ def _graph_module(model: torch.nn.Module) -> fx.GraphModule:
 
 
 def _same_submodules(model: torch.nn.Module, gm: fx.GraphModule) -> bool:
-    now, traced = (
-        dict(model.named_modules(remove_duplicate=False)),
-        dict(gm.named_modules(remove_duplicate=False)),
-    )
+    now, traced = dict(model.named_modules(remove_duplicate=False)), modules_by_name(gm)
     return all(
         now.get(str(n.target), now) is traced.get(str(n.target))
         for n in gm.graph.nodes

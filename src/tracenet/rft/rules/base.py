@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import operator
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,17 +48,11 @@ class Facts:
     consts: dict[fx.Node, Any] = field(default_factory=dict)  # non-tensor nodes: their full-graph values
     sdims: dict[fx.Node, SDims | None] = field(default_factory=dict)
     channels_last: bool = False  # some 4-d weight is laid out NHWC: the activations then are too
-    modules: dict[str, torch.nn.Module] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        # By qualified name, looked up once: gm.get_submodule walks the path on every call (a
-        # quarter of an R-50 capture's time at a new input size).
-        self.modules = dict(self.gm.named_modules(remove_duplicate=False))
 
     def module(self, target: str) -> torch.nn.Module:
         """The submodule a call_module node calls."""
         try:
-            return self.modules[target]
+            return modules_by_name(self.gm)[target]
         except KeyError:
             return self.gm.get_submodule(target)  # raises get_submodule's own error
 
@@ -72,6 +67,18 @@ class Facts:
         shape, dims = self.shapes[node], self.sdims[node]
         assert dims is not None
         return shape[dims[0]], shape[dims[1]]
+
+
+_MODULES: weakref.WeakKeyDictionary[fx.GraphModule, dict[str, torch.nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def modules_by_name(gm: fx.GraphModule) -> dict[str, torch.nn.Module]:
+    """The traced graph's submodules by qualified name, listed once per graph (RFT never
+    changes a graph it traced): gm.get_submodule walks the path on every call, which took a
+    quarter of an R-50 capture's time at a new input size."""
+    if gm not in _MODULES:
+        _MODULES[gm] = dict(gm.named_modules(remove_duplicate=False))
+    return _MODULES[gm]
 
 
 _OUT_OF_PLACE = {

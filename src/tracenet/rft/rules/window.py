@@ -210,6 +210,7 @@ class Conv(Window):
             p = ((extent[0] - 1) // 2, (extent[1] - 1) // 2)
         self._axes(extent, s, _pair(p), mode)
         self.stride, self.dilation, self.groups = s, d, g
+        self._layers: dict[tuple[int, tuple[int, ...] | None], conv_kernel.Layer] = {}
         # The convolution call the full forward makes: zero padding inside the kernel, or (other
         # modes) the module's own padding of the input first, then none.
         n, c, h, w = self.in_shape
@@ -242,10 +243,9 @@ class Conv(Window):
         (planning asks for it per node and tap; built once per pair)."""
         weight = self.module.weight if self.module is not None else None
         key = (ambient_threads(), None if weight is None else weight.stride())
-        layers = self.__dict__.setdefault("_layers", {})
-        if key not in layers:
-            layers[key] = self._layer_at(key[0], weight)
-        return layers[key]
+        if key not in self._layers:
+            self._layers[key] = self._layer_at(key[0], weight)
+        return self._layers[key]
 
     def _layer_at(self, threads: int, weight: torch.Tensor | None) -> conv_kernel.Layer:
         return conv_kernel.Layer(
