@@ -171,4 +171,5 @@ def test_benchmark_reports_exactness_over_timed_and_border_taps(coco_mini):
     assert r["exact_taps"] == r["taps"] + 5  # the instance taps and the image's border taps
     assert r["worst_head_diff"] <= 1e-4 and r["min_mask_iou"] >= 0.999
     assert 0 < r["macs_ratio"] < 1
+    assert 0 < r["heads_only_ratio"] < r["macs_ratio"]  # the mask region costs something on top
     assert r["taps"] == 2 and r["wall_ratio_new_size"] > 0 and r["wall_ratio_warm"] > 0  # 1st tap, 2nd

@@ -16,6 +16,9 @@ Each row names its torch thread count and the 1-minute load average at its start
 (wall-clock ratios on a shared machine move with the load). The wall ratio's median is also
 split: taps that were the first at their input size (trace mode then captures the network at
 that size and probes convolution widths, unless stored on disk) and the others.
+"Heads only" is the MACs of trace mode's first pass alone (the heads at the tap on all five
+levels, no mask region) over full: the floor under a tap's cost whatever its box, since P7's
+heads read the whole of C5. The MACs ratio minus it is what the mask region costs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import torch
 
 from tracenet.metrics.ablation import head_diff
 from tracenet.metrics.taps import mask_iou
+from tracenet.models import decode
 from tracenet.models.preprocess import geometry
+from tracenet.rft import trace as rft_trace
 from tracenet.rft.verify import randomize_batchnorm
 
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
@@ -83,9 +88,28 @@ def border_taps(image: np.ndarray, rng: np.random.Generator) -> list[tuple[int, 
     return [(0, 0), (w - 1, h - 1), (w - 1, 0), (0, h - 1), (int(rng.integers(w)), h - 1)]
 
 
+def heads_only_macs(model, image_shape: tuple[int, int], tap: tuple[int, int]) -> int:
+    """MACs of pass 1 alone at ``tap``: the heads at its cell on every level, no mask region."""
+    geo = geometry(image_shape, model.cfg)
+    plan = rft_trace(
+        model.inference_net(),
+        input_shape=(1, 3, *geo.padded),
+        targets=decode.head_targets(decode.tap_cells(geo, tap)),
+        whole_from=model.cfg.whole_from,
+    )
+    return plan.macs
+
+
 def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
     model = randomized(backbone, **options)
-    rows = {"full_macs": [], "trace_macs": [], "second_macs": [], "full_s": [], "trace_s": []}
+    rows = {
+        "full_macs": [],
+        "trace_macs": [],
+        "heads_macs": [],
+        "second_macs": [],
+        "full_s": [],
+        "trace_s": [],
+    }
     diffs, ious = [], []
     rng = np.random.default_rng(1)
     sizes, first_at_size = set(), []  # a first tap at an input size pays capture and probes
@@ -102,6 +126,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
             rows["trace_s"].append(time.perf_counter() - t0)
             rows["full_macs"].append(full.macs)
             rows["trace_macs"].append(trace.macs)
+            rows["heads_macs"].append(heads_only_macs(model, image.shape[:2], tap))
             diffs.append(head_diff(full.heads, trace.heads))
             ious.append(mask_iou(trace.mask, full.mask))
         if len(taps) >= 2:
@@ -126,9 +151,8 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
         "taps": len(rows["full_macs"]),
         "full_gmacs": round(full_g, 2),
         "trace_gmacs": round(trace_g, 2),
-        "macs_ratio": round(
-            statistics.mean(t / f for t, f in zip(rows["trace_macs"], rows["full_macs"], strict=True)), 3
-        ),
+        "macs_ratio": _per_full(rows, "trace_macs"),
+        "heads_only_ratio": _per_full(rows, "heads_macs"),
         "second_tap_ratio": round(statistics.mean(rows["second_macs"]), 3) if rows["second_macs"] else None,
         "full_s_median": round(statistics.median(rows["full_s"]), 3),
         "trace_s_median": round(statistics.median(rows["trace_s"]), 3),
@@ -139,6 +163,11 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
         "worst_head_diff": float(f"{max(diffs):.1e}"),
         "min_mask_iou": round(min(ious), 4),
     }
+
+
+def _per_full(rows: dict[str, list[int]], key: str) -> float:
+    """The mean over taps of ``key``'s MACs over the same tap's full MACs."""
+    return round(statistics.mean(t / f for t, f in zip(rows[key], rows["full_macs"], strict=True)), 3)
 
 
 def _median(values: list[float]) -> float | None:
@@ -165,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
-    for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "2nd tap/full",
+    for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "heads only/full", "2nd tap/full",
                 "full s (median)", "trace s (median)", "wall trace/full", "new size", "warm", "exactness taps",
                 "worst head diff", "min mask IoU", "threads", "load"):  # fmt: skip
         table.add_column(col, justify="right")
