@@ -164,6 +164,20 @@ def test_trace_equals_full_on_coco_images(coco_mini):
     assert worst_diff <= 1e-4 and worst_iou >= 0.999
 
 
+def test_planned_macs_are_what_segment_counts():
+    """The every-instance cost comes from plans alone: they must count what running counts."""
+    from tracenet.models.benchmark import planned_macs, randomized
+
+    model = randomized("resnet18", min_size=160, max_size=256, fpn_channels=32)
+    image = np.random.default_rng(0).integers(0, 256, (150, 230, 3), dtype=np.uint8)
+    for tap, box in [((40, 30), (10, 5, 120, 90)), ((229, 149), (200, 100, 230, 150))]:
+        planned = planned_macs(model, image.shape[:2], tap, box)
+        with torch.no_grad():
+            counted = tuple(model.segment(image, tap, mode=m, box=box).macs for m in ("trace", "full"))
+        assert planned == counted
+    assert planned_macs(model, image.shape[:2], tap)[0] < planned[0]  # no box: pass 1 alone
+
+
 def test_benchmark_reports_exactness_over_timed_and_border_taps(coco_mini):
     from tracenet.models.benchmark import bench
 
@@ -172,4 +186,5 @@ def test_benchmark_reports_exactness_over_timed_and_border_taps(coco_mini):
     assert r["worst_head_diff"] <= 1e-4 and r["min_mask_iou"] >= 0.999
     assert 0 < r["macs_ratio"] < 1
     assert 0 < r["heads_only_ratio"] < r["macs_ratio"]  # the mask region costs something on top
+    assert r["instances"] >= r["taps"] and 0 < r["macs_ratio_every_instance"] < 1
     assert r["taps"] == 2 and r["wall_ratio_new_size"] > 0 and r["wall_ratio_warm"] > 0  # 1st tap, 2nd

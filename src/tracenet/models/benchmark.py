@@ -19,6 +19,10 @@ that size and probes convolution widths, unless stored on disk) and the others.
 "Heads only" is the MACs of trace mode's first pass alone (the heads at the tap on all five
 levels, no mask region) over full: the floor under a tap's cost whatever its box, since P7's
 heads read the whole of C5. The MACs ratio minus it is what the mask region costs.
+"Every instance" is the mean MACs ratio over every instance of the same images, small ones
+included, each tapped at its center click with its box (from plans, nothing run): the set an
+evaluation taps and the paper's cost averages over. The timed taps (two instances of area > 500
+per image, as the acceptance preview picks them) are larger than that average instance.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tracenet.data.clicks import center_click
 from tracenet.metrics.ablation import head_diff
 from tracenet.metrics.taps import mask_iou
 from tracenet.models import decode
+from tracenet.models.dynamic_head import MACS_PER_PIXEL
 from tracenet.models.preprocess import geometry
 from tracenet.rft import trace as rft_trace
 from tracenet.rft.verify import randomize_batchnorm
@@ -45,9 +51,9 @@ from tracenet.rft.verify import randomize_batchnorm
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
 
 
-def instance_taps(data: Path, n_images: int, seed: int = 0):
-    """(image, [(tap, box), ...]) for the first val images with at least one instance."""
-    from PIL import Image
+def val_images(data: Path, n_images: int):
+    """(coco, image id, its non-crowd annotations) for the first val images with an instance of
+    area > 500, the ones both the timed taps and the every-instance cost come from."""
     from pycocotools.coco import COCO
 
     ann_file = data / "annotations" / "instances_val2017.json"
@@ -55,23 +61,47 @@ def instance_taps(data: Path, n_images: int, seed: int = 0):
         raise FileNotFoundError(f"{ann_file} not found: pass --data DIR holding annotations/ and val2017/")
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(ann_file))
-    rng = np.random.default_rng(seed)
     for img_id in coco.getImgIds():
         if n_images <= 0:
             return
-        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > 500]
-        if not anns:
-            continue
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False))
+        if any(a["area"] > 500 for a in anns):
+            n_images -= 1
+            yield coco, img_id, anns
+
+
+def instance_taps(data: Path, n_images: int, seed: int = 0):
+    """(image, [(tap, box), ...]): a random pixel of each of an image's first two instances of
+    area > 500, as the acceptance preview picks them."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for coco, img_id, anns in val_images(data, n_images):
         info = coco.loadImgs(img_id)[0]
         image = np.asarray(Image.open(data / "val2017" / info["file_name"]).convert("RGB"))
         taps = []
-        for a in anns[:2]:
+        for a in [a for a in anns if a["area"] > 500][:2]:
             ys, xs = np.nonzero(coco.annToMask(a))
             i = rng.integers(len(ys))
-            x, y, w, h = a["bbox"]
-            taps.append(((int(xs[i]), int(ys[i])), (x, y, x + w, y + h)))
-        n_images -= 1
+            taps.append(((int(xs[i]), int(ys[i])), _xyxy(a["bbox"])))
         yield image, taps
+
+
+def every_instance(data: Path, n_images: int):
+    """((h, w), tap, box) for every non-empty instance of the same images, small ones included:
+    the instances an evaluation taps (the paper's cost is an average over them). The tap is the
+    instance's center click; the box fixes the region, so the tap barely moves the cost."""
+    for coco, img_id, anns in val_images(data, n_images):
+        info = coco.loadImgs(img_id)[0]
+        for a in anns:
+            mask = coco.annToMask(a)
+            if mask.any():
+                yield (info["height"], info["width"]), center_click(mask), _xyxy(a["bbox"])
+
+
+def _xyxy(bbox: list[float]) -> tuple[float, float, float, float]:
+    x, y, w, h = bbox
+    return x, y, x + w, y + h
 
 
 def randomized(backbone: str, **options):
@@ -88,16 +118,27 @@ def border_taps(image: np.ndarray, rng: np.random.Generator) -> list[tuple[int, 
     return [(0, 0), (w - 1, h - 1), (w - 1, 0), (0, h - 1), (int(rng.integers(w)), h - 1)]
 
 
-def heads_only_macs(model, image_shape: tuple[int, int], tap: tuple[int, int]) -> int:
-    """MACs of pass 1 alone at ``tap``: the heads at its cell on every level, no mask region."""
+def planned_macs(model, image_shape: tuple[int, int], tap: tuple[int, int], box=None) -> tuple[int, int]:
+    """(trace, full) MACs at ``tap`` from trace mode's plan alone, no convolution run: with
+    ``box``, what ``segment(image, tap, box=box).macs`` counts in each mode; without, trace
+    mode's pass 1 alone (the heads at the tap's cell on every level, no mask region)."""
     geo = geometry(image_shape, model.cfg)
+    targets = decode.head_targets(decode.tap_cells(geo, tap))
+    dynamic_head = 0  # the 1x1 mask head over the region, the same in both modes
+    if box is not None:
+        targets["mask_feats"] = region = decode.mask_region(geo.box_to_resized(box), model.cfg.margin, geo)
+        dynamic_head = (region[1] - region[0]) * (region[3] - region[2]) * MACS_PER_PIXEL
+    shape = (1, 3, *geo.padded)
     plan = rft_trace(
-        model.inference_net(),
-        input_shape=(1, 3, *geo.padded),
-        targets=decode.head_targets(decode.tap_cells(geo, tap)),
-        whole_from=model.cfg.whole_from,
+        model.inference_net(), input_shape=shape, targets=targets, whole_from=model.cfg.whole_from
     )
-    return plan.macs
+    return plan.macs_in_session + dynamic_head, model.full_macs(shape) + dynamic_head
+
+
+def every_instance_ratio(model, data: Path, n_images: int) -> tuple[float, int]:
+    """(mean trace/full MACs, instances) over every instance of the first ``n_images`` images."""
+    ratios = [t / f for t, f in (planned_macs(model, *inst) for inst in every_instance(data, n_images))]
+    return round(statistics.mean(ratios), 3), len(ratios)
 
 
 def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
@@ -126,7 +167,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
             rows["trace_s"].append(time.perf_counter() - t0)
             rows["full_macs"].append(full.macs)
             rows["trace_macs"].append(trace.macs)
-            rows["heads_macs"].append(heads_only_macs(model, image.shape[:2], tap))
+            rows["heads_macs"].append(planned_macs(model, image.shape[:2], tap)[0])
             diffs.append(head_diff(full.heads, trace.heads))
             ious.append(mask_iou(trace.mask, full.mask))
         if len(taps) >= 2:
@@ -144,6 +185,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
                     ious.append(mask_iou(trace_edge.mask, full_edge.mask))
             rows["second_macs"].append(second.macs / full.macs)  # full: the same (last) tap
     walls = [t / f for t, f in zip(rows["trace_s"], rows["full_s"], strict=True)]
+    every_ratio, instances = every_instance_ratio(model, data, n_images)
     full_g = statistics.mean(rows["full_macs"]) / 1e9
     trace_g = statistics.mean(rows["trace_macs"]) / 1e9
     return {
@@ -153,6 +195,8 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
         "trace_gmacs": round(trace_g, 2),
         "macs_ratio": _per_full(rows, "trace_macs"),
         "heads_only_ratio": _per_full(rows, "heads_macs"),
+        "macs_ratio_every_instance": every_ratio,
+        "instances": instances,
         "second_tap_ratio": round(statistics.mean(rows["second_macs"]), 3) if rows["second_macs"] else None,
         "full_s_median": round(statistics.median(rows["full_s"]), 3),
         "trace_s_median": round(statistics.median(rows["trace_s"]), 3),
@@ -194,7 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     from rich.table import Table
 
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
-    for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "heads only/full", "2nd tap/full",
+    for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "heads only/full",
+                "every instance", "instances", "2nd tap/full",
                 "full s (median)", "trace s (median)", "wall trace/full", "new size", "warm", "exactness taps",
                 "worst head diff", "min mask IoU", "threads", "load"):  # fmt: skip
         table.add_column(col, justify="right")

@@ -264,14 +264,19 @@ class TracePlan:
         self.capture, self.targets, self.whole_from = cap, targets, whole_from
         self.input_shape = cap.input_shape
         self.full_macs = cap.total_macs
-        # the steps a run with an empty cache takes: the same every time
-        self._first_cached: tuple[Schedule, list[tuple[fx.Node, ...]]] | None = None
 
     # A session's first run schedules against its (empty) cache instead, so the cacheless
     # schedule and what derives from it are worked out only when asked for.
     @functools.cached_property
     def _schedule(self) -> Schedule:
         return schedule(self.capture, self.targets, whole_from=self.whole_from)
+
+    @functools.cached_property
+    def _first_cached(self) -> tuple[Schedule, list[tuple[fx.Node, ...]]]:
+        """The steps a run with an empty cache takes, the same every time: small maps are
+        computed whole to be kept (_widen_small_maps), so they may cost more than ``macs``."""
+        sched = schedule(self.capture, self.targets, RegionCache(), keep=True, whole_from=self.whole_from)
+        return sched, last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
 
     @functools.cached_property
     def _free(self) -> list[tuple[fx.Node, ...]]:
@@ -281,6 +286,11 @@ class TracePlan:
     def macs(self) -> int:
         """MACs of a run without a cache."""
         return self._schedule.macs
+
+    @property
+    def macs_in_session(self) -> int:
+        """MACs of a run with an empty cache: a session's first tap (TraceNet.segment's count)."""
+        return self._first_cached[0].macs
 
     @functools.cached_property
     def input_region(self) -> Box:
@@ -348,11 +358,9 @@ class TracePlan:
         if cache is None:
             return execute(self._schedule.steps, {src: x}, self._schedule.outputs, self._free)
         cache.bind_input(x)
-        if len(cache) or self._first_cached is None:
+        if len(cache):
             sched = schedule(self.capture, self.targets, cache, keep=True, whole_from=self.whole_from)
             free = last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
-            if not len(cache):  # an empty cache gives the same steps every time
-                self._first_cached = sched, free
         else:
             sched, free = self._first_cached
         env: dict[fx.Node, Any] = {n: cache.value(n) for n in sched.hits}
