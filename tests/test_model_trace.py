@@ -179,12 +179,36 @@ def test_planned_macs_are_what_segment_counts():
 
 
 def test_benchmark_reports_exactness_over_timed_and_border_taps(coco_mini):
-    from tracenet.models.benchmark import bench
+    from tracenet.models.benchmark import bench, randomized
 
-    r = bench("resnet18", coco_mini, 1, min_size=160, max_size=256, fpn_channels=32)
+    r = bench(randomized("resnet18", min_size=160, max_size=256, fpn_channels=32), coco_mini, 1)
     assert r["exact_taps"] == r["taps"] + 5  # the instance taps and the image's border taps
     assert r["worst_head_diff"] <= 1e-4 and r["min_mask_iou"] >= 0.999
     assert 0 < r["macs_ratio"] < 1
     assert 0 < r["heads_only_ratio"] < r["macs_ratio"]  # the mask region costs something on top
     assert r["instances"] >= r["taps"] and 0 < r["macs_ratio_every_instance"] < 1
     assert r["taps"] == 2 and r["wall_ratio_new_size"] > 0 and r["wall_ratio_warm"] > 0  # 1st tap, 2nd
+
+
+def test_benchmark_runs_a_checkpoint_at_its_own_input_size(coco_mini, tmp_path, capsys):
+    """Trained weights are benchmarked as they are; only pre-processing takes the run's size."""
+    import json
+
+    from tracenet.models.benchmark import main, randomized
+
+    path = randomized("resnet18", min_size=96, max_size=96, fpn_channels=32).save_checkpoint(tmp_path / "m.pt")
+    main(["--checkpoint", str(path), "--images", "1", "--min-size", "160", "--max-size", "256", "--json"])
+    row = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
+    assert row["weights"] == str(path) and row["backbone"] == "resnet18"
+    assert row["full_gmacs"] > 1.0  # at 160 px (1.8 GMACs at 480×640), not the checkpoint's 96 (0.45)
+    assert row["worst_head_diff"] <= 1e-4 and row["min_mask_iou"] >= 0.999
+
+
+def test_benchmark_rejects_a_bad_checkpoint_before_timing(tmp_path, capsys):
+    from tracenet.models.benchmark import main
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    for path in (tmp_path / "junk.pt", tmp_path / "missing.pt"):
+        with pytest.raises(SystemExit):
+            main(["--checkpoint", str(path)])
+        assert f"--checkpoint {path}" in capsys.readouterr().err

@@ -11,7 +11,8 @@ interleaved, so CPU contention hits both alike. MACs: one multiply-add = 1 (the 
 Exactness (trace vs full, untimed extras included): every timed tap plus, per image, the four
 corners and a bottom-border pixel tapped in that session; worst relative head difference
 (|trace - full| / max(|full|, 1), as the model issue defines it) and minimum mask IoU.
-Weights are random (BatchNorm statistics randomized); the cost does not depend on them.
+Weights are random (BatchNorm statistics randomized; the cost does not depend on them), or a
+checkpoint's (``--checkpoint``: exactness with trained weights, at the benchmark's input size).
 Each row names its torch thread count and the 1-minute load average at its start and end
 (wall-clock ratios on a shared machine move with the load). The wall ratio's median is also
 split: taps that were the first at their input size (trace mode then captures the network at
@@ -29,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import functools
 import io
 import json
 import os
@@ -112,6 +115,16 @@ def randomized(backbone: str, **options):
     return randomize_batchnorm(model, torch.Generator().manual_seed(0)).eval()
 
 
+def checkpointed(path: Path, min_size: int, max_size: int):
+    """A checkpoint's weights, pre-processing at the benchmark's input size (a model trained on
+    small images still runs, and must stay exact, at 800×1333)."""
+    from tracenet import TraceNet
+
+    model = TraceNet.from_checkpoint(path)
+    model.cfg = dataclasses.replace(model.cfg, min_size=min_size, max_size=max_size)
+    return model
+
+
 def border_taps(image: np.ndarray, rng: np.random.Generator) -> list[tuple[int, int]]:
     """The four corners and a random pixel of the bottom row: taps whose crops cross the border."""
     h, w = image.shape[:2]
@@ -141,8 +154,7 @@ def every_instance_ratio(model, data: Path, n_images: int) -> tuple[float, int]:
     return round(statistics.mean(ratios), 3), len(ratios)
 
 
-def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
-    model = randomized(backbone, **options)
+def bench(model, data: Path, n_images: int) -> dict:
     rows = {
         "full_macs": [],
         "trace_macs": [],
@@ -189,7 +201,7 @@ def bench(backbone: str, data: Path, n_images: int, **options) -> dict:
     full_g = statistics.mean(rows["full_macs"]) / 1e9
     trace_g = statistics.mean(rows["trace_macs"]) / 1e9
     return {
-        "backbone": backbone,
+        "backbone": model.cfg.backbone,
         "taps": len(rows["full_macs"]),
         "full_gmacs": round(full_g, 2),
         "trace_gmacs": round(trace_g, 2),
@@ -228,17 +240,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--threads", type=int, nargs="+", help="torch thread counts, one row each (default: torch's default)"
     )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        nargs="+",
+        help="TraceNet checkpoints to run instead of random weights, one row each (replaces --backbones)",
+    )
     p.add_argument("--json", action="store_true", help="also print one JSON line per row")
     args = p.parse_args(argv)
     if args.images < 1:
         p.error("--images must be >= 1")
     if args.threads and min(args.threads) < 1:
         p.error("--threads must be >= 1")
+    sizes = {"min_size": args.min_size, "max_size": args.max_size}
+    if args.checkpoint:
+        models = {}
+        for path in args.checkpoint:  # loaded up front: a bad file stops the run before any timing
+            try:
+                checkpointed(path, **sizes)
+            except (OSError, ValueError) as e:
+                p.error(f"--checkpoint {path}: {e}")
+            models[str(path)] = functools.partial(checkpointed, path, **sizes)
+    else:
+        models = {b: functools.partial(randomized, b, **sizes) for b in args.backbones}
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"one tap, short side {args.min_size} / max {args.max_size}; MACs: multiply-add = 1")
-    for col in ("backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "heads only/full",
+    for col in ("weights", "backbone", "taps", "full GMACs", "trace GMACs", "MACs trace/full", "heads only/full",
                 "every instance", "instances", "2nd tap/full",
                 "full s (median)", "trace s (median)", "wall trace/full", "new size", "warm", "exactness taps",
                 "worst head diff", "min mask IoU", "threads", "load"):  # fmt: skip
@@ -246,13 +275,12 @@ def main(argv: list[str] | None = None) -> None:
     default = torch.get_num_threads()
     try:
         with torch.no_grad():
-            for backbone in args.backbones:
+            for name, load_model in models.items():
                 for threads in args.threads or [default]:
                     torch.set_num_threads(threads)
                     load = os.getloadavg()[0]
-                    r = bench(
-                        backbone, args.data, args.images, min_size=args.min_size, max_size=args.max_size
-                    )
+                    r = {"weights": name if args.checkpoint else "random"}
+                    r |= bench(load_model(), args.data, args.images)
                     r["threads"], r["load"] = threads, f"{load:.1f}-{os.getloadavg()[0]:.1f}"
                     if args.json:
                         print(json.dumps(r), flush=True)
