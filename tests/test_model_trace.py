@@ -196,7 +196,9 @@ def test_benchmark_runs_a_checkpoint_at_its_own_input_size(coco_mini, tmp_path, 
 
     from tracenet.models.benchmark import main, randomized
 
-    path = randomized("resnet18", min_size=96, max_size=96, fpn_channels=32).save_checkpoint(tmp_path / "m.pt")
+    path = randomized("resnet18", min_size=96, max_size=96, fpn_channels=32).save_checkpoint(
+        tmp_path / "m.pt"
+    )
     main(["--checkpoint", str(path), "--images", "1", "--min-size", "160", "--max-size", "256", "--json"])
     row = json.loads(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("{")))
     assert row["weights"] == str(path) and row["backbone"] == "resnet18"
