@@ -178,3 +178,11 @@ def center_click(mask) -> tuple[int, int]:
     dist = ndimage.distance_transform_edt(np.pad(crop, 1))[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
     return int(x) + x0, int(y) + y0
+
+
+def evaluation_taps(
+    mask, ann_id: int, n_bands: int = 5, per_band: int = 5, seed: int = 0
+) -> tuple[Taps, tuple[int, int]]:
+    """An instance's taps as the clicks stage writes them: band taps seeded with
+    ``[seed, ann_id]`` (independent of image order and subset), and the center tap."""
+    return simulate_clicks(mask, n_bands, per_band, seed=[seed, ann_id]), center_click(mask)

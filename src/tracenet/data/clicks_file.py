@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tracenet.atomic import write_text
-from tracenet.data.clicks import Tap, center_click, simulate_clicks
+from tracenet.data.clicks import Tap, evaluation_taps
 
 HEADER = ("image_id", "ann_id", "kind", "band", "x", "y")
 
@@ -41,9 +41,8 @@ def simulate_split(dataset, n_bands: int = 5, per_band: int = 5, seed: int = 0) 
     for index in range(len(dataset)):
         image_id, ann_ids, masks, _ = dataset.instances(index)
         for ann_id, mask in zip(ann_ids, masks, strict=True):
-            taps = simulate_clicks(mask, n_bands, per_band, seed=[seed, ann_id])
+            taps, (cx, cy) = evaluation_taps(mask, ann_id, n_bands, per_band, seed)
             rows.extend((image_id, ann_id, "band", t.band, t.x, t.y) for t in taps)
-            cx, cy = center_click(mask)
             rows.append((image_id, ann_id, "center", -1, cx, cy))
             short.update(taps.short_bands)
             instances += 1
