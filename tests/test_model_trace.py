@@ -214,3 +214,6 @@ def test_benchmark_rejects_a_bad_checkpoint_before_timing(tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["--checkpoint", str(path)])
         assert f"--checkpoint {path}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(tmp_path / "junk.pt"), "--backbones", "resnet50"])
+    assert "drop --backbones" in capsys.readouterr().err

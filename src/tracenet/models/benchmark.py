@@ -1,8 +1,8 @@
 """Cost of one tap, FullNet vs TraceNet, side by side on real images.
 
-    python -m tracenet.models.benchmark [--backbones resnet50 resnet101 mobilenet_v3_large]
-        [--data ../shared/data/coco_mini] [--images 3] [--min-size 800 --max-size 1333]
-        [--threads 1 2]
+    python -m tracenet.models.benchmark [--backbones resnet50 resnet101 mobilenet_v3_large
+        | --checkpoint outputs/train/model.pt] [--data ../shared/data/coco_mini] [--images 3]
+        [--min-size 800 --max-size 1333] [--threads 1 2] [--json]
 
 Taps are pixels inside COCO val instances (area > 500) with ``box`` = the instance's box, so
 the mask region is fixed by the data, not by random weights. Each tap runs full then trace,
@@ -52,6 +52,7 @@ from tracenet.models.preprocess import geometry
 from tracenet.rft import trace as rft_trace
 from tracenet.rft.verify import randomize_batchnorm
 
+BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large")
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
 
 
@@ -235,7 +236,9 @@ def _median(values: list[float]) -> float | None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--backbones", nargs="+", default=["resnet50", "resnet101", "mobilenet_v3_large"])
+    p.add_argument(
+        "--backbones", nargs="+", help=f"random-weight models, one row each (default: {' '.join(BACKBONES)})"
+    )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="COCO folder with annotations/, val2017/")
     p.add_argument("--images", type=int, default=3)
     p.add_argument("--min-size", type=int, default=800)
@@ -256,6 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads and min(args.threads) < 1:
         p.error("--threads must be >= 1")
     sizes = {"min_size": args.min_size, "max_size": args.max_size}
+    if args.checkpoint and args.backbones:
+        p.error("--checkpoint fixes the backbone (the checkpoint's own): drop --backbones")
     if args.checkpoint:
         models = {}
         for path in args.checkpoint:  # loaded up front: a bad file stops the run before any timing
@@ -265,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
                 p.error(f"--checkpoint {path}: {e}")
             models[str(path)] = functools.partial(checkpointed, path, **sizes)
     else:
-        models = {b: functools.partial(randomized, b, **sizes) for b in args.backbones}
+        models = {b: functools.partial(randomized, b, **sizes) for b in args.backbones or BACKBONES}
     from rich.console import Console
     from rich.table import Table
 
