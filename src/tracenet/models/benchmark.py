@@ -47,7 +47,6 @@ from tracenet.data.clicks import evaluation_taps
 from tracenet.metrics.ablation import head_diff
 from tracenet.metrics.taps import mask_iou
 from tracenet.models import decode
-from tracenet.models.dynamic_head import MACS_PER_PIXEL
 from tracenet.models.preprocess import geometry
 from tracenet.rft import trace as rft_trace
 from tracenet.rft.verify import randomize_batchnorm
@@ -56,16 +55,22 @@ BACKBONES = ("resnet50", "resnet101", "mobilenet_v3_large")
 DEFAULT_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "coco_mini"
 
 
+@functools.lru_cache(maxsize=1)
+def _coco(ann_file: Path):
+    """The annotation index, built once: a row's timed taps and its val taps both read it."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(ann_file))
+
+
 def val_images(data: Path, n_images: int):
     """(coco, image id, its non-crowd annotations) for the first val images with an instance of
     area > 500, the ones both the timed taps and the val taps' cost come from."""
-    from pycocotools.coco import COCO
-
     ann_file = data / "annotations" / "instances_val2017.json"
     if not ann_file.is_file():
         raise FileNotFoundError(f"{ann_file} not found: pass --data DIR holding annotations/ and val2017/")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(ann_file))
+    coco = _coco(ann_file)
     for img_id in coco.getImgIds():
         if n_images <= 0:
             return
@@ -144,7 +149,7 @@ def planned_macs(model, image_shape: tuple[int, int], tap: tuple[int, int], box=
     dynamic_head = 0  # the 1x1 mask head over the region, the same in both modes
     if box is not None:
         targets["mask_feats"] = region = decode.mask_region(geo.box_to_resized(box), model.cfg.margin, geo)
-        dynamic_head = (region[1] - region[0]) * (region[3] - region[2]) * MACS_PER_PIXEL
+        dynamic_head = decode.mask_logits_macs(region)
     shape = (1, 3, *geo.padded)
     plan = rft_trace(
         model.inference_net(), input_shape=shape, targets=targets, whole_from=model.cfg.whole_from

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tracenet.models.config import LEVELS, MASK_STRIDE, SIZES_OF_INTEREST, STRIDES
-from tracenet.models.dynamic_head import dynamic_mask_head, relative_coords
+from tracenet.models.dynamic_head import MACS_PER_PIXEL, dynamic_mask_head, relative_coords
 from tracenet.models.preprocess import Geometry
 
 HEAD_KEYS = ("cls", "box", "ctr", "controller")
@@ -92,6 +92,12 @@ def mask_logits(feats: Tensor, region: Region, lvl: int, cell: tuple[int, int], 
     soi = torch.tensor([SIZES_OF_INTEREST[lvl]], device=feats.device)
     coords = relative_coords(center, y0, x0, y1 - y0, x1 - x0, MASK_STRIDE, soi)
     return dynamic_mask_head(feats, coords, params.view(1, -1))
+
+
+def mask_logits_macs(region: Region) -> int:
+    """MACs of ``mask_logits`` over ``region`` (the dynamic head at every cell), in both modes."""
+    y0, y1, x0, x1 = region
+    return (y1 - y0) * (x1 - x0) * MACS_PER_PIXEL
 
 
 def paste_mask(logits: Tensor, region: Region, geo: Geometry) -> np.ndarray:

@@ -20,7 +20,6 @@ from tracenet.cpu_heap import keep_freed_memory
 from tracenet.models import checkpoint, decode
 from tracenet.models.config import ModelConfig
 from tracenet.models.dense import DenseNet
-from tracenet.models.dynamic_head import MACS_PER_PIXEL
 from tracenet.models.fold import fold_batchnorm, weights_key
 from tracenet.models.gc_pause import no_gc_pause
 from tracenet.models.losses import check_targets, compute_losses, semantic_loss
@@ -248,7 +247,7 @@ class TraceNet(nn.Module):
             macs += cost
             feats = out["mask_feats"]
         logits = decode.mask_logits(feats, region, lvl, cells[lvl], heads[lvl]["controller"])
-        macs += (y1 - y0) * (x1 - x0) * MACS_PER_PIXEL
+        macs += decode.mask_logits_macs(region)
         h, w = geo.image
         box_in = (
             min(max(pbox[0] / sx, 0.0), w),

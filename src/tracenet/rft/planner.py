@@ -271,12 +271,16 @@ class TracePlan:
     def _schedule(self) -> Schedule:
         return schedule(self.capture, self.targets, whole_from=self.whole_from)
 
+    def _cached_run(self, cache: RegionCache) -> tuple[Schedule, list[tuple[fx.Node, ...]]]:
+        """The steps of a run against ``cache`` and where each value is last used."""
+        sched = schedule(self.capture, self.targets, cache, keep=True, whole_from=self.whole_from)
+        return sched, last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
+
     @functools.cached_property
     def _first_cached(self) -> tuple[Schedule, list[tuple[fx.Node, ...]]]:
         """The steps a run with an empty cache takes, the same every time: small maps are
         computed whole to be kept (_widen_small_maps), so they may cost more than ``macs``."""
-        sched = schedule(self.capture, self.targets, RegionCache(), keep=True, whole_from=self.whole_from)
-        return sched, last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
+        return self._cached_run(RegionCache())
 
     @functools.cached_property
     def _free(self) -> list[tuple[fx.Node, ...]]:
@@ -358,11 +362,7 @@ class TracePlan:
         if cache is None:
             return execute(self._schedule.steps, {src: x}, self._schedule.outputs, self._free)
         cache.bind_input(x)
-        if len(cache):
-            sched = schedule(self.capture, self.targets, cache, keep=True, whole_from=self.whole_from)
-            free = last_uses(sched.steps, {node for node, _ in sched.outputs.values()} | sched.store)
-        else:
-            sched, free = self._first_cached
+        sched, free = self._cached_run(cache) if len(cache) else self._first_cached
         env: dict[fx.Node, Any] = {n: cache.value(n) for n in sched.hits}
         env[src] = x
         out = execute(sched.steps, env, sched.outputs, free)
